@@ -1,0 +1,42 @@
+"""The retrieval backend Protocol: a batch of query texts in, top-k hits out.
+
+The proxy, the replay and the offline evaluation all call ``search`` through this Protocol, so the same code
+ranks documents in all three places. Implementations: in-process FAISS + encoder (``abharness.backends.local``)
+and a remote index server over HTTP (``abharness.backends.remote``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Hit", "SearchBackend", "BackendInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    doc_id: str
+    score: float
+    title: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    """What an arm's backend serves: fingerprints recorded with every exposure."""
+
+    model_fingerprint: str
+    index_fingerprint: str
+    num_docs: int
+    dim: int
+
+
+@runtime_checkable
+class SearchBackend(Protocol):
+    info: BackendInfo
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        """Top-k hits per query, best first. Raises ``BackendError`` on failure."""
+
+    def close(self) -> None:
+        """Release resources (threads, HTTP pools)."""
