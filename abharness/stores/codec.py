@@ -1,0 +1,213 @@
+"""Event values <-> database rows, shared by the SQLite and PostgreSQL stores.
+
+JSON columns hold the ranked lists, fingerprints and context. Non-finite floats (NaN, inf) are not valid JSON
+(PostgreSQL's jsonb refuses them), so they are written as null: a score we cannot represent must not make the
+whole batch fail forever in the writer's retry loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from abharness.core.events import AuditEntry, Click, Impression, ShownResult
+
+__all__ = [
+    "IMPRESSION_COLUMNS",
+    "CLICK_COLUMNS",
+    "AUDIT_COLUMNS",
+    "impression_row",
+    "click_row",
+    "audit_row",
+    "row_to_impression",
+    "row_to_click",
+    "row_to_audit",
+    "dumps",
+]
+
+IMPRESSION_COLUMNS: tuple[str, ...] = (
+    "impression_id",
+    "experiment_id",
+    "ts",
+    "unit_id",
+    "arm",
+    "mode",
+    "query",
+    "k",
+    "results",
+    "fingerprints",
+    "latency_ms",
+    "fallback",
+    "error",
+    "shadow_results",
+    "context",
+    "has_error",
+)
+# Columns holding JSON text (cast to jsonb on PostgreSQL).
+JSON_COLUMNS = frozenset({"results", "fingerprints", "shadow_results", "context", "payload"})
+
+CLICK_COLUMNS: tuple[str, ...] = (
+    "impression_id",
+    "doc_id",
+    "experiment_id",
+    "unit_id",
+    "arm",
+    "ts",
+    "position",
+    "team",
+    "dwell_ms",
+)
+
+AUDIT_COLUMNS: tuple[str, ...] = ("entry_key", "ts", "experiment_id", "actor", "action", "payload")
+
+
+def _clean(value: Any) -> Any:
+    """Replace non-finite floats by None, recursively, so the value is valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text; non-finite floats become null; unknown objects are stringified."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+    except ValueError:
+        return json.dumps(_clean(value), separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _results_json(results: Sequence[ShownResult] | None) -> str | None:
+    if results is None:
+        return None
+    return dumps([{"doc_id": r.doc_id, "position": r.position, "score": r.score, "team": r.team} for r in results])
+
+
+def impression_row(imp: Impression) -> tuple[Any, ...]:
+    """The row for ``IMPRESSION_COLUMNS``."""
+    return (
+        imp.impression_id,
+        imp.experiment_id,
+        float(imp.ts),
+        imp.unit_id,
+        imp.arm,
+        imp.mode,
+        imp.query,
+        int(imp.k),
+        _results_json(imp.results),
+        dumps(imp.fingerprints or {}),
+        _finite(imp.latency_ms) or 0.0,
+        1 if imp.fallback else 0,
+        imp.error,
+        _results_json(imp.shadow_results),
+        dumps(imp.context or {}),
+        1 if imp.error is not None else 0,
+    )
+
+
+def click_row(click: Click) -> tuple[Any, ...]:
+    """The row for ``CLICK_COLUMNS``."""
+    return (
+        click.impression_id,
+        click.doc_id,
+        click.experiment_id,
+        click.unit_id,
+        click.arm,
+        float(click.ts),
+        int(click.position),
+        click.team,
+        _finite(click.dwell_ms),
+    )
+
+
+def audit_key(entry: AuditEntry) -> str:
+    """Content hash of an admin action: a retried batch stores the same action once."""
+    text = dumps([repr(float(entry.ts)), entry.experiment_id, entry.actor, entry.action, entry.payload])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def audit_row(entry: AuditEntry) -> tuple[Any, ...]:
+    """The row for ``AUDIT_COLUMNS``."""
+    return (audit_key(entry), float(entry.ts), entry.experiment_id, entry.actor, entry.action, dumps(entry.payload))
+
+
+def _load(value: Any) -> Any:
+    """JSON text (SQLite) or an already decoded value (psycopg decodes jsonb)."""
+    if value is None or not isinstance(value, (str, bytes)):
+        return value
+    return json.loads(value)
+
+
+def _results(value: Any) -> tuple[ShownResult, ...] | None:
+    items = _load(value)
+    if items is None:
+        return None
+    return tuple(
+        ShownResult(
+            doc_id=str(r["doc_id"]),
+            position=int(r["position"]),
+            score=float(r["score"]) if r.get("score") is not None else math.nan,
+            team=r.get("team"),
+        )
+        for r in items
+    )
+
+
+def row_to_impression(row: Mapping[str, Any]) -> Impression:
+    """Rebuild an ``Impression`` from a row mapping (column name -> value)."""
+    return Impression(
+        impression_id=row["impression_id"],
+        experiment_id=row["experiment_id"],
+        ts=float(row["ts"]),
+        unit_id=row["unit_id"],
+        arm=row["arm"],
+        mode=row["mode"],
+        query=row["query"],
+        k=int(row["k"]),
+        results=_results(row["results"]) or (),
+        fingerprints=_load(row["fingerprints"]) or {},
+        latency_ms=float(row["latency_ms"] or 0.0),
+        fallback=bool(row["fallback"]),
+        error=row["error"],
+        shadow_results=_results(row["shadow_results"]),
+        context=_load(row["context"]) or {},
+    )
+
+
+def row_to_click(row: Mapping[str, Any]) -> Click:
+    """Rebuild a ``Click`` from a row mapping."""
+    return Click(
+        impression_id=row["impression_id"],
+        experiment_id=row["experiment_id"],
+        unit_id=row["unit_id"],
+        arm=row["arm"],
+        ts=float(row["ts"]),
+        doc_id=row["doc_id"],
+        position=int(row["position"]),
+        team=row["team"],
+        dwell_ms=float(row["dwell_ms"]) if row["dwell_ms"] is not None else None,
+    )
+
+
+def row_to_audit(row: Mapping[str, Any]) -> AuditEntry:
+    """Rebuild an ``AuditEntry`` from a row mapping."""
+    return AuditEntry(
+        ts=float(row["ts"]),
+        experiment_id=row["experiment_id"],
+        actor=row["actor"],
+        action=row["action"],
+        payload=_load(row["payload"]) or {},
+    )

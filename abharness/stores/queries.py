@@ -1,0 +1,220 @@
+"""SQL shared by the SQLite and PostgreSQL stores: per-unit aggregation, done in the database.
+
+Parameters are written as ``:name`` and rewritten to ``%(name)s`` for psycopg. The two dialects differ only in
+how a segment value is read out of the context JSON.
+
+Aggregation plan (both dialects), chosen so that tens of millions of impressions never leave the database:
+
+* impression side: one ``GROUP BY unit_id, arm`` over ``impressions`` (SQLite reads the covering index
+  ``impressions_unit_agg``, already in group order): counts, latency sums and squares, errors, fallbacks.
+* click side: the first click of each clicked impression (``ROW_NUMBER() OVER (PARTITION BY impression_id ORDER
+  BY ts, position)``, read in index order), joined to its impression for k, ts, unit and arm, grouped per unit.
+  Only clicked impressions are joined, not every impression.
+* the two sides are stacked (``UNION ALL``) and summed per (unit, arm[, segment]); NULL segments group together
+  in both dialects, so no null-safe join is needed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from abharness.core.events import InterleaveUnitAggregate, UnitAggregate
+from abharness.stores.schema import Dialect
+
+__all__ = [
+    "unit_aggregates_sql",
+    "interleave_aggregates_sql",
+    "window_params",
+    "to_pyformat",
+    "rows_to_unit_aggregates",
+    "rows_to_interleave_aggregates",
+]
+
+_PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
+
+
+def to_pyformat(sql: str) -> str:
+    """Rewrite ``:name`` parameters as psycopg's ``%(name)s`` (and escape literal ``%``)."""
+    return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def _segment_expr(dialect: Dialect, alias: str) -> str:
+    if dialect == "sqlite":
+        # Booleans come back as the words true/false (as PostgreSQL's ->> gives them), other scalars as text.
+        return (
+            f"(CASE json_type({alias}context, :segment_path) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+            f"ELSE CAST(json_extract({alias}context, :segment_path) AS TEXT) END)"
+        )
+    return f"({alias}context ->> :segment)"
+
+
+def _window(alias: str, since: float | None, until: float | None, modes_sql: str) -> str:
+    where = [f"{alias}experiment_id = :experiment_id", f"{alias}mode IN ({modes_sql})"]
+    if since is not None:
+        where.append(f"{alias}ts >= :since")
+    if until is not None:
+        where.append(f"{alias}ts < :until")
+    return " AND ".join(where)
+
+
+def window_params(
+    experiment_id: str,
+    *,
+    since: float | None,
+    until: float | None,
+    segment: str | None,
+    modes: Sequence[str],
+) -> dict[str, Any]:
+    """The parameters the SQL built here expects."""
+    params: dict[str, Any] = {"experiment_id": experiment_id}
+    if since is not None:
+        params["since"] = float(since)
+    if until is not None:
+        params["until"] = float(until)
+    if segment is not None:
+        params["segment"] = segment
+        params["segment_path"] = '$."' + segment.replace('"', '\\"') + '"'
+    for i, mode in enumerate(modes):
+        params[f"mode{i}"] = mode
+    return params
+
+
+def unit_aggregates_sql(
+    dialect: Dialect, *, since: float | None, until: float | None, segment: str | None, n_modes: int
+) -> str:
+    """SQL returning one row per (unit, arm[, segment]) in the column order of ``UnitAggregate``."""
+    modes_sql = ", ".join(f":mode{i}" for i in range(n_modes))
+    seg_imp = _segment_expr(dialect, "") if segment is not None else "CAST(NULL AS TEXT)"
+    seg_i = _segment_expr(dialect, "i.") if segment is not None else "CAST(NULL AS TEXT)"
+    group_seg = ", segment" if segment is not None else ""
+    group_seg_i = ", " + seg_i if segment is not None else ""
+    real = "REAL" if dialect == "sqlite" else "DOUBLE PRECISION"
+    return f"""
+WITH imp AS (
+    SELECT unit_id, arm, {seg_imp} AS segment,
+           COUNT(*) AS impressions,
+           CAST(0 AS {real}) AS clicks, CAST(0 AS {real}) AS sum_rr, CAST(0 AS {real}) AS successes,
+           CAST(0 AS {real}) AS sum_ttfc, CAST(0 AS {real}) AS clicked,
+           SUM(latency_ms) AS sum_latency, SUM(latency_ms * latency_ms) AS sum_latency_sq,
+           SUM(has_error) AS errors, SUM(fallback) AS fallbacks, MIN(ts) AS first_ts
+    FROM impressions
+    WHERE {_window("", since, until, modes_sql)}
+    GROUP BY unit_id, arm{group_seg}
+),
+ranked AS (
+    SELECT c.impression_id, c.ts, c.position,
+           ROW_NUMBER() OVER (PARTITION BY c.impression_id ORDER BY c.ts, c.position) AS rn,
+           COUNT(*) OVER (PARTITION BY c.impression_id) AS n_clicks,
+           MIN(c.position) OVER (PARTITION BY c.impression_id) AS min_position
+    FROM clicks c
+    WHERE c.experiment_id = :experiment_id
+),
+clk AS (
+    SELECT i.unit_id, i.arm, {seg_i} AS segment,
+           0 AS impressions,
+           CAST(SUM(r.n_clicks) AS {real}) AS clicks,
+           SUM(CASE WHEN r.position <= i.k THEN 1.0 / CAST(r.position AS {real}) ELSE 0.0 END) AS sum_rr,
+           CAST(SUM(CASE WHEN r.min_position <= i.k THEN 1 ELSE 0 END) AS {real}) AS successes,
+           SUM(r.ts - i.ts) AS sum_ttfc,
+           CAST(COUNT(*) AS {real}) AS clicked,
+           CAST(0 AS {real}) AS sum_latency, CAST(0 AS {real}) AS sum_latency_sq,
+           0 AS errors, 0 AS fallbacks, CAST(NULL AS {real}) AS first_ts
+    FROM ranked r JOIN impressions i ON i.impression_id = r.impression_id
+    WHERE r.rn = 1 AND {_window("i.", since, until, modes_sql)}
+    GROUP BY i.unit_id, i.arm{group_seg_i}
+)
+SELECT unit_id, arm, segment, SUM(impressions), SUM(clicks), SUM(sum_rr), SUM(successes), SUM(sum_ttfc),
+       SUM(clicked), SUM(sum_latency), SUM(sum_latency_sq), SUM(errors), SUM(fallbacks), MIN(first_ts)
+FROM (SELECT * FROM imp UNION ALL SELECT * FROM clk) AS both_sides
+GROUP BY unit_id, arm, segment
+ORDER BY unit_id, arm, segment
+"""
+
+
+def interleave_aggregates_sql(*, since: float | None, until: float | None) -> str:
+    """SQL returning (unit_id, kind, team, n) rows ordered by unit.
+
+    ``kind`` is ``impressions`` (team NULL), ``win`` (team = the winner) or ``tie``. No-click impressions are
+    ``impressions - wins - ties``. Clicks without a team tag are not credited to anyone.
+    """
+    where = _window("", since, until, ":mode0")
+    where_i = _window("i.", since, until, ":mode0")
+    return f"""
+WITH team_clicks AS (
+    SELECT c.impression_id, c.team, COUNT(*) AS n
+    FROM clicks c
+    WHERE c.experiment_id = :experiment_id AND c.team IS NOT NULL
+    GROUP BY c.impression_id, c.team
+),
+ranked AS (
+    SELECT impression_id, team, RANK() OVER (PARTITION BY impression_id ORDER BY n DESC) AS rk
+    FROM team_clicks
+),
+top_teams AS (
+    SELECT impression_id, MIN(team) AS team, COUNT(*) AS n_top
+    FROM ranked WHERE rk = 1 GROUP BY impression_id
+)
+SELECT unit_id, 'impressions' AS kind, CAST(NULL AS TEXT) AS team, COUNT(*) AS n
+FROM impressions WHERE {where}
+GROUP BY unit_id
+UNION ALL
+SELECT i.unit_id, CASE WHEN t.n_top > 1 THEN 'tie' ELSE 'win' END AS kind,
+       CASE WHEN t.n_top > 1 THEN NULL ELSE t.team END AS team, COUNT(*) AS n
+FROM top_teams t JOIN impressions i ON i.impression_id = t.impression_id
+WHERE {where_i}
+GROUP BY i.unit_id, CASE WHEN t.n_top > 1 THEN 'tie' ELSE 'win' END, CASE WHEN t.n_top > 1 THEN NULL ELSE t.team END
+ORDER BY 1, 2
+"""
+
+
+def rows_to_unit_aggregates(rows: Iterable[Sequence[Any]]) -> Iterator[UnitAggregate]:
+    """Typed values from the rows of ``unit_aggregates_sql`` (PostgreSQL sums come back as Decimal)."""
+    for r in rows:
+        yield UnitAggregate(
+            unit_id=r[0],
+            arm=r[1],
+            segment=r[2],
+            impressions=int(r[3]),
+            clicks=int(r[4]),
+            sum_reciprocal_rank=float(r[5]),
+            successes=int(r[6]),
+            sum_time_to_first_click=float(r[7]),
+            clicked_impressions=int(r[8]),
+            sum_latency_ms=float(r[9]),
+            sum_latency_ms_sq=float(r[10]),
+            errors=int(r[11]),
+            fallbacks=int(r[12]),
+            first_ts=float(r[13]),
+        )
+
+
+def rows_to_interleave_aggregates(rows: Iterable[Sequence[Any]]) -> Iterator[InterleaveUnitAggregate]:
+    """Fold the (unit, kind, team, n) rows of ``interleave_aggregates_sql`` into one value per unit."""
+    current: str | None = None
+    impressions = ties = 0
+    wins: dict[str, int] = {}
+
+    def emit() -> InterleaveUnitAggregate:
+        return InterleaveUnitAggregate(
+            unit_id=current or "",
+            impressions=impressions,
+            wins=dict(wins),
+            ties=ties,
+            no_click=impressions - ties - sum(wins.values()),
+        )
+
+    for unit_id, kind, team, n in rows:
+        if unit_id != current:
+            if current is not None:
+                yield emit()
+            current, impressions, ties, wins = unit_id, 0, 0, {}
+        if kind == "impressions":
+            impressions += int(n)
+        elif kind == "tie":
+            ties += int(n)
+        else:
+            wins[team] = wins.get(team, 0) + int(n)
+    if current is not None:
+        yield emit()

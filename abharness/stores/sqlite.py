@@ -1,0 +1,331 @@
+"""The embedded event store: one SQLite file in WAL mode, opened through sqlite-utils.
+
+Concurrency: WAL lets readers (analysis, /readyz, replay) run while the background writer commits. Each thread
+gets its own connection to the file (SQLite connections must not be shared across threads without a lock);
+``:memory:`` databases are private to one connection, so there all threads share one connection under a lock.
+``synchronous=NORMAL`` in WAL mode: a committed batch survives a crash of the process; a power loss can undo the
+last commits (see docs/storage.md).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from abharness.core.events import AuditEntry, Click, Event, Impression, InterleaveUnitAggregate, UnitAggregate
+from abharness.errors import StoreError
+from abharness.stores import codec, queries
+from abharness.stores.base import WriteResult
+from abharness.stores.schema import LATEST_VERSION, MIGRATIONS_TABLE_DDL, pending
+
+__all__ = ["SQLiteStore"]
+
+_BUSY_TIMEOUT_MS = 30_000
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+
+
+_INSERT_IMPRESSION = _insert_sql("impressions", codec.IMPRESSION_COLUMNS)
+_INSERT_CLICK = _insert_sql("clicks", codec.CLICK_COLUMNS)
+_INSERT_AUDIT = _insert_sql("audit", codec.AUDIT_COLUMNS)
+
+
+class SQLiteStore:
+    """``EventStore`` on a SQLite file (``path``) or ``":memory:"``.
+
+    Call ``migrate()`` before use (``open_store`` does). Writes are atomic per batch and ignore duplicates by key.
+    """
+
+    def __init__(self, path: str | Path, *, url: str | None = None) -> None:
+        self.path = str(path)
+        self.url = url or f"sqlite:///{self.path}"
+        self._memory = self.path == ":memory:"
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._closed = False
+        if not self._memory:
+            parent = Path(self.path).expanduser().resolve().parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the directory {parent} for the SQLite store {self.path!r}: {exc}; "
+                    "choose a writable path in the store URL (sqlite:///path/to/events.db)"
+                ) from exc
+        self._shared = self._connect() if self._memory else None
+
+    # -- connections ---------------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            db = sqlite_utils.Database(conn)
+            if not self._memory:
+                db.enable_wal()
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open the SQLite store {self.path!r}: {exc}; check that the path is a writable file"
+            ) from exc
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise StoreError(f"the store {self.url} is closed; open a new one with open_store()")
+        if self._shared is not None:
+            with self._lock:
+                yield self._shared
+            return
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        yield conn
+
+    def _query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        with self._conn() as conn:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite query failed on {self.path!r}: {exc}") from exc
+
+    def _stream(self, sql: str, params: Any, chunk: int = 10_000) -> Iterator[tuple[Any, ...]]:
+        if self._memory:  # the shared connection cannot stay locked while the caller iterates
+            yield from self._query(sql, params)
+            return
+        with self._conn() as conn:
+            try:
+                cur = conn.execute(sql, params)
+                while rows := cur.fetchmany(chunk):
+                    yield from rows
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite query failed on {self.path!r}: {exc}") from exc
+
+    # -- schema --------------------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """The version recorded in ``schema_migrations`` (0 for an empty database)."""
+        with self._conn() as conn:
+            if not sqlite_utils.Database(conn)["schema_migrations"].exists():
+                return 0
+            row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+            return int(row[0] or 0)
+
+    def migrate(self, *, target: int | None = None) -> None:
+        """Create or upgrade the schema to ``target`` (default: the latest version). Idempotent."""
+        with self._conn() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # one migrator at a time, even across processes
+                conn.execute(MIGRATIONS_TABLE_DDL["sqlite"])
+                current = int(conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0)
+                if current > LATEST_VERSION:
+                    conn.execute("ROLLBACK")
+                    raise StoreError(
+                        f"the SQLite store {self.path!r} has schema version {current}, newer than this abharness "
+                        f"supports ({LATEST_VERSION}); upgrade abharness or use another store URL"
+                    )
+                for m in pending(current, target):
+                    for statement in m.statements("sqlite"):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+                        (m.version, m.description, time.time()),
+                    )
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"migrating the SQLite store {self.path!r} failed: {exc}") from exc
+
+    def ping(self) -> None:
+        """Raise ``StoreError`` unless the database is readable, writable and at the latest schema."""
+        version = self.schema_version()
+        if version != LATEST_VERSION:
+            raise StoreError(
+                f"the SQLite store {self.path!r} is at schema version {version}, expected {LATEST_VERSION}; "
+                "run migrate() (open_store does it)"
+            )
+        with self._conn() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise StoreError(f"the SQLite store {self.path!r} is not writable: {exc}") from exc
+
+    # -- writes --------------------------------------------------------------------------------------------
+
+    def write_batch(self, events: Sequence[Event]) -> WriteResult:
+        """Store a batch in one transaction; duplicates (by key) are ignored and counted."""
+        imps, clicks, audits = [], [], []
+        for e in events:
+            if isinstance(e, Impression):
+                imps.append(codec.impression_row(e))
+            elif isinstance(e, Click):
+                clicks.append(codec.click_row(e))
+            elif isinstance(e, AuditEntry):
+                audits.append(codec.audit_row(e))
+            else:
+                raise StoreError(f"cannot store {type(e).__name__}: expected Impression, Click or AuditEntry")
+        with self._conn() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                before = conn.total_changes
+                if imps:
+                    conn.executemany(_INSERT_IMPRESSION, imps)
+                if clicks:
+                    conn.executemany(_INSERT_CLICK, clicks)
+                if audits:
+                    conn.executemany(_INSERT_AUDIT, audits)
+                stored = conn.total_changes - before
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"writing {len(events)} events to {self.path!r} failed: {exc}") from exc
+        return WriteResult(stored=stored, duplicates=len(events) - stored)
+
+    # -- reads ---------------------------------------------------------------------------------------------
+
+    def _rows_as_dicts(self, sql: str, params: Any) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            try:
+                cur = conn.execute(sql, params)
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, row)) for row in cur.fetchall()]
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite query failed on {self.path!r}: {exc}") from exc
+
+    def get_impression(self, impression_id: str) -> Impression | None:
+        """One impression by id, or None."""
+        rows = self._rows_as_dicts("SELECT * FROM impressions WHERE impression_id = ?", (impression_id,))
+        return codec.row_to_impression(rows[0]) if rows else None
+
+    def experiments(self) -> list[str]:
+        """Experiment ids with at least one impression."""
+        return [r[0] for r in self._query("SELECT DISTINCT experiment_id FROM impressions ORDER BY 1")]
+
+    def arms(self, experiment_id: str) -> list[str]:
+        """Arm names with at least one impression in the experiment."""
+        sql = "SELECT DISTINCT arm FROM impressions WHERE experiment_id = ? ORDER BY 1"
+        return [r[0] for r in self._query(sql, (experiment_id,))]
+
+    def unit_aggregates(
+        self,
+        experiment_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        segment: str | None = None,
+        modes: Sequence[str] = ("ab",),
+    ) -> Iterator[UnitAggregate]:
+        """Per-(unit, arm[, segment]) sums over impressions with since <= ts < until, computed in SQL."""
+        if not modes:
+            return iter(())
+        sql = queries.unit_aggregates_sql("sqlite", since=since, until=until, segment=segment, n_modes=len(modes))
+        params = queries.window_params(experiment_id, since=since, until=until, segment=segment, modes=modes)
+        return queries.rows_to_unit_aggregates(self._stream(sql, params))
+
+    def interleave_aggregates(
+        self, experiment_id: str, *, since: float | None = None, until: float | None = None
+    ) -> Iterator[InterleaveUnitAggregate]:
+        """Per-unit team-draft wins, ties and no-click counts, computed in SQL."""
+        sql = queries.interleave_aggregates_sql(since=since, until=until)
+        params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=["interleave"])
+        return queries.rows_to_interleave_aggregates(self._stream(sql, params))
+
+    def iter_impressions(
+        self,
+        experiment_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        batch_size: int = 1000,
+    ) -> Iterator[tuple[Impression, list[Click]]]:
+        """Impressions in (ts, impression_id) order with their clicks, fetched in keyset-paginated batches."""
+        cursor: tuple[float, str] | None = None
+        lo = float("-inf") if since is None else float(since)
+        hi = float("inf") if until is None else float(until)
+        while True:
+            if cursor is None:
+                sql = (
+                    "SELECT * FROM impressions WHERE experiment_id = ? AND ts >= ? AND ts < ? "
+                    "ORDER BY ts, impression_id LIMIT ?"
+                )
+                params: tuple[Any, ...] = (experiment_id, lo, hi, batch_size)
+            else:
+                sql = (
+                    "SELECT * FROM impressions WHERE experiment_id = ? AND (ts, impression_id) > (?, ?) AND ts < ? "
+                    "ORDER BY ts, impression_id LIMIT ?"
+                )
+                params = (experiment_id, cursor[0], cursor[1], hi, batch_size)
+            rows = self._rows_as_dicts(sql, params)
+            if not rows:
+                return
+            ids = [r["impression_id"] for r in rows]
+            marks = ", ".join("?" for _ in ids)
+            click_rows = self._rows_as_dicts(
+                f"SELECT * FROM clicks WHERE impression_id IN ({marks}) ORDER BY ts, position", ids
+            )
+            by_imp: dict[str, list[Click]] = {}
+            for c in click_rows:
+                by_imp.setdefault(c["impression_id"], []).append(codec.row_to_click(c))
+            for r in rows:
+                yield codec.row_to_impression(r), by_imp.get(r["impression_id"], [])
+            cursor = (float(rows[-1]["ts"]), rows[-1]["impression_id"])
+            if len(rows) < batch_size:
+                return
+
+    def audit_log(self, experiment_id: str) -> list[AuditEntry]:
+        """Admin actions for the experiment, oldest first."""
+        rows = self._rows_as_dicts("SELECT * FROM audit WHERE experiment_id = ? ORDER BY ts, id", (experiment_id,))
+        return [codec.row_to_audit(r) for r in rows]
+
+    def counts(self, experiment_id: str | None = None) -> dict[str, int]:
+        """Row counts per table, optionally for one experiment."""
+        out = {}
+        for key, table in (("impressions", "impressions"), ("clicks", "clicks"), ("audit", "audit")):
+            if experiment_id is None:
+                out[key] = int(self._query(f"SELECT COUNT(*) FROM {table}")[0][0])
+            else:
+                sql = f"SELECT COUNT(*) FROM {table} WHERE experiment_id = ?"
+                out[key] = int(self._query(sql, (experiment_id,))[0][0])
+        return out
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one SQL statement (``:name`` or ``?`` parameters) and return its rows; for tests and operators."""
+        with self._conn() as conn:
+            try:
+                cur = conn.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite statement failed on {self.path!r}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close every connection this store opened (idempotent)."""
+        with self._lock:
+            self._closed = True
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing a broken connection
+                pass
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"

@@ -1,0 +1,305 @@
+"""The bounded background event writer: the search path hands events over and never waits for the database.
+
+``submit`` appends to an in-memory queue under a lock held for O(1) work and returns at once. One daemon thread
+takes up to ``batch_size`` events (waiting at most ``flush_interval_s`` for a batch to fill) and commits them
+with ``store.write_batch``. Events stay in the queue until their batch is committed, so while the store is down
+(a PostgreSQL restart, a locked SQLite file) they are kept, up to ``max_queue``, and retried with exponential
+backoff capped at ``retry_max_s``. Because stores ignore duplicates by key, a batch retried after an ambiguous
+failure (commit succeeded, connection lost before the answer) is stored once.
+
+When the queue is full, ``submit`` returns False and counts the event in ``dropped``; with ``on_full="reject"``
+it also counts it in ``rejected`` so the caller can refuse the request (e.g. 503 on ``POST /events``) instead of
+silently dropping. ``close()`` flushes everything accepted (bounded by its timeout) and stops the thread.
+
+What is lost when: a graceful ``close()`` loses nothing unless the store stays unreachable past the timeout
+(then ``lost`` says how many). A SIGKILL loses the queue: at most ``flush_interval_s`` worth of events when the
+store is healthy, up to ``max_queue`` events during a store outage.
+
+Poison events: if a batch fails three times in a row while ``store.ping()`` succeeds, the batch is written one
+event at a time and the events the store refuses on their own are dropped and counted in ``failed_events``,
+so one bad event cannot stall the log forever.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+from abharness.core.events import AuditEntry, Click, Event, Impression
+from abharness.errors import ConfigError
+from abharness.stores.base import EventStore
+
+__all__ = ["EventWriter"]
+
+log = logging.getLogger(__name__)
+
+_EVENT_TYPES = (Impression, Click, AuditEntry)
+_FAILURES_BEFORE_ISOLATING = 3
+
+
+class EventWriter:
+    """Batches events into ``store`` from a background thread; see the module docstring for guarantees."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        max_queue: int = 100_000,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.2,
+        on_full: Literal["drop", "reject"] = "drop",
+        on_write_seconds: Callable[[float], None] | None = None,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 2.0,
+    ) -> None:
+        if int(max_queue) < 1:
+            raise ConfigError(f"max_queue={max_queue!r} must be a positive number of events (e.g. 100000)")
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size={batch_size!r} must be a positive number of events (e.g. 500)")
+        if not flush_interval_s > 0:
+            raise ConfigError(f"flush_interval_s={flush_interval_s!r} must be > 0 seconds (e.g. 0.2)")
+        if on_full not in ("drop", "reject"):
+            raise ConfigError(f"on_full={on_full!r} is not valid; use 'drop' or 'reject'")
+        if not 0 < retry_initial_s <= retry_max_s:
+            raise ConfigError(
+                f"retry_initial_s={retry_initial_s!r} and retry_max_s={retry_max_s!r} must satisfy "
+                "0 < retry_initial_s <= retry_max_s"
+            )
+        self.store = store
+        self.max_queue = int(max_queue)
+        self.batch_size = int(batch_size)
+        self.flush_interval_s = float(flush_interval_s)
+        self.on_full = on_full
+        self.on_write_seconds = on_write_seconds
+        self.retry_initial_s = float(retry_initial_s)
+        self.retry_max_s = float(retry_max_s)
+
+        self._queue: deque[Event] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._deadline: float | None = None
+        self._accepted = 0
+        self._dropped = 0
+        self._rejected = 0
+        self._stored = 0
+        self._duplicates = 0
+        self._failed_batches = 0
+        self._failed_events = 0
+        self._lost = 0
+
+    # -- counters (read without the lock: single int reads are atomic in CPython) -------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        """Events accepted and not yet committed (including the batch in flight)."""
+        return len(self._queue)
+
+    @property
+    def accepted(self) -> int:
+        """Events ``submit`` accepted."""
+        return self._accepted
+
+    @property
+    def dropped(self) -> int:
+        """Events refused because the queue was full or the writer closed (both ``on_full`` policies)."""
+        return self._dropped
+
+    @property
+    def rejected(self) -> int:
+        """The subset of ``dropped`` refused under ``on_full="reject"``."""
+        return self._rejected
+
+    @property
+    def written(self) -> int:
+        """Events the store has taken: newly stored plus duplicates it ignored."""
+        return self._stored + self._duplicates
+
+    @property
+    def stored(self) -> int:
+        """Events newly stored."""
+        return self._stored
+
+    @property
+    def duplicates(self) -> int:
+        """Events the store already had (ignored by key)."""
+        return self._duplicates
+
+    @property
+    def failed_batches(self) -> int:
+        """Write attempts that raised (each is retried)."""
+        return self._failed_batches
+
+    @property
+    def failed_events(self) -> int:
+        """Events dropped because the store refused them individually while reachable (poison events)."""
+        return self._failed_events
+
+    @property
+    def lost(self) -> int:
+        """Accepted events still queued when ``close`` gave up (store unreachable past the timeout)."""
+        return self._lost
+
+    def stats(self) -> dict[str, int]:
+        """All counters in one dict (for logs and reports)."""
+        return {
+            "accepted": self._accepted,
+            "queue_depth": len(self._queue),
+            "written": self.written,
+            "stored": self._stored,
+            "duplicates": self._duplicates,
+            "dropped": self._dropped,
+            "rejected": self._rejected,
+            "failed_batches": self._failed_batches,
+            "failed_events": self._failed_events,
+            "lost": self._lost,
+        }
+
+    # -- producer side ------------------------------------------------------------------------------------
+
+    def start(self) -> EventWriter:
+        """Start the background thread (idempotent); returns self."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="abharness-event-writer", daemon=True)
+                self._thread.start()
+        return self
+
+    def submit(self, event: Event) -> bool:
+        """Queue ``event``; True when accepted, False when the queue is full or the writer is closed. Never blocks
+        on I/O."""
+        if not isinstance(event, _EVENT_TYPES):
+            raise TypeError(f"EventWriter.submit got {type(event).__name__}; expected Impression, Click or AuditEntry")
+        with self._cond:
+            if self._closing or len(self._queue) >= self.max_queue:
+                self._dropped += 1
+                if self.on_full == "reject":
+                    self._rejected += 1
+                return False
+            self._queue.append(event)
+            self._accepted += 1
+            if len(self._queue) >= self.batch_size:
+                self._cond.notify_all()
+        return True
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every event accepted so far is committed; False if ``timeout_s`` passed first."""
+        self.start()
+        with self._cond:
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: not self._queue, timeout=timeout_s)
+
+    def close(self, timeout_s: float = 30.0) -> int:
+        """Flush everything accepted, then stop. Returns the number of events lost (0 unless the store stayed
+        unreachable for ``timeout_s``)."""
+        self.start()
+        with self._cond:
+            self._closing = True
+            self._deadline = time.monotonic() + max(0.0, float(timeout_s))
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=max(0.0, float(timeout_s)) + 5.0)
+        with self._cond:
+            if self._queue:
+                self._lost += len(self._queue)
+                log.error(
+                    "event writer closed with %d events not written to %s (store unreachable for %.1fs)",
+                    len(self._queue),
+                    getattr(self.store, "url", self.store),
+                    timeout_s,
+                )
+                self._queue.clear()
+            return self._lost
+
+    # -- consumer side ------------------------------------------------------------------------------------
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _run(self) -> None:
+        backoff = self.retry_initial_s
+        consecutive_failures = 0
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: len(self._queue) >= self.batch_size or self._closing, self.flush_interval_s)
+                if not self._queue:
+                    if self._closing:
+                        return
+                    continue
+                if self._past_deadline():
+                    return
+                batch = list(itertools.islice(self._queue, 0, self.batch_size))
+            if self._write(batch):
+                backoff = self.retry_initial_s
+                consecutive_failures = 0
+                continue
+            consecutive_failures += 1
+            if consecutive_failures >= _FAILURES_BEFORE_ISOLATING and self._store_reachable():
+                self._write_one_by_one(batch)
+                consecutive_failures = 0
+                continue
+            with self._cond:
+                # Sleep, but wake up for close(); never past the close deadline.
+                wait = backoff
+                if self._deadline is not None:
+                    wait = min(wait, max(0.0, self._deadline - time.monotonic()))
+                if not self._past_deadline():
+                    self._cond.wait(wait)
+            backoff = min(self.retry_max_s, backoff * 2)
+
+    def _write(self, batch: list[Event]) -> bool:
+        t0 = time.perf_counter()
+        try:
+            result = self.store.write_batch(batch)
+        except Exception as exc:  # any store failure: keep the events, retry later
+            self._failed_batches += 1
+            log.warning("writing %d events to the store failed (will retry): %s", len(batch), exc)
+            return False
+        self._observe(time.perf_counter() - t0)
+        self._commit(len(batch), result.stored, result.duplicates)
+        return True
+
+    def _commit(self, n: int, stored: int, duplicates: int, failed: int = 0) -> None:
+        with self._cond:
+            for _ in range(min(n, len(self._queue))):
+                self._queue.popleft()
+            self._stored += stored
+            self._duplicates += duplicates
+            self._failed_events += failed
+            self._cond.notify_all()
+
+    def _observe(self, seconds: float) -> None:
+        if self.on_write_seconds is None:
+            return
+        try:
+            self.on_write_seconds(seconds)
+        except Exception:  # a broken metrics hook must not stop the log
+            log.exception("on_write_seconds hook raised; ignoring")
+
+    def _store_reachable(self) -> bool:
+        try:
+            self.store.ping()
+        except Exception:
+            return False
+        return True
+
+    def _write_one_by_one(self, batch: list[Event]) -> None:
+        """Isolate events the store refuses while it is reachable; drop and count those, keep the rest."""
+        for event in batch:
+            t0 = time.perf_counter()
+            try:
+                result = self.store.write_batch([event])
+            except Exception as exc:
+                if not self._store_reachable():
+                    return  # the store went away: keep the rest queued for the normal retry path
+                log.error("the store refuses %s %r on its own; dropping it: %s", type(event).__name__, event, exc)
+                self._commit(1, 0, 0, failed=1)
+                continue
+            self._observe(time.perf_counter() - t0)
+            self._commit(1, result.stored, result.duplicates)
