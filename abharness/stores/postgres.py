@@ -1,0 +1,382 @@
+"""The shared event store for several proxy replicas: PostgreSQL through psycopg 3 and a psycopg_pool pool.
+
+* Writes: each batch is COPYed into session-local staging tables, then moved with
+  ``INSERT ... SELECT ... ORDER BY key ON CONFLICT DO NOTHING`` in the same transaction, so a batch is atomic,
+  duplicates (a retried batch, a click sent twice, two replicas) are stored once and counted, and rows are taken
+  in key order so two replicas' transactions do not deadlock on each other.
+* Reads: per-unit sums with the same SQL as SQLite (``abharness.stores.queries``), streamed through a server-side
+  cursor so millions of aggregate rows never sit in memory at once.
+* Outages: the pool checks a connection before handing it out and drops broken ones; operations that fail with a
+  connection error are retried a few times with bounded backoff and then raise ``StoreError`` (the writer keeps
+  the events queued and retries later). ``reconnect_timeout`` is short on purpose: a pool that gave up grows
+  again on the next request, so reconnecting after a restart takes seconds, not the pool's default minutes.
+* Migrations run under a transaction-scoped advisory lock, so replicas starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+from abharness.core.events import AuditEntry, Click, Event, Impression, InterleaveUnitAggregate, UnitAggregate
+from abharness.errors import StoreError
+from abharness.stores import codec, queries
+from abharness.stores.base import WriteResult
+from abharness.stores.schema import LATEST_VERSION, MIGRATIONS_TABLE_DDL, pending
+
+__all__ = ["PostgresStore"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MIGRATION_LOCK_KEY = 7_316_420_518  # pg_advisory_xact_lock key shared by every abharness process
+_RETRYABLE = (psycopg.OperationalError, PoolTimeout)
+
+# (table, columns, conflict key ordering)
+_TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("impressions", codec.IMPRESSION_COLUMNS, "impression_id"),
+    ("clicks", codec.CLICK_COLUMNS, "impression_id, doc_id"),
+    ("audit", codec.AUDIT_COLUMNS, "entry_key"),
+)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        params = pg_conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparseable PostgreSQL URL>"
+    host = params.get("host", "localhost")
+    port = params.get("port", "5432")
+    user = params.get("user", "")
+    db = params.get("dbname", "")
+    return f"postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
+
+
+class PostgresStore:
+    """``EventStore`` on PostgreSQL. ``url`` is a libpq URL or conninfo string (``postgresql://user@host/db``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        connect_timeout_s: float = 5.0,
+        pool_timeout_s: float = 5.0,
+        retries: int = 2,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 2.0,
+    ) -> None:
+        self.url = url
+        self.safe_url = redact(url)
+        try:
+            pg_conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise StoreError(
+                f"cannot parse the PostgreSQL store URL {self.safe_url}: {exc}; "
+                "write it as postgresql://user[:password]@host:port/dbname"
+            ) from exc
+        self.retries = int(retries)
+        self.retry_initial_s = float(retry_initial_s)
+        self.retry_max_s = float(retry_max_s)
+        self._staged: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"connect_timeout": max(1, int(connect_timeout_s)), "application_name": "abharness"},
+            open=False,
+            timeout=pool_timeout_s,
+            reconnect_timeout=max(connect_timeout_s, 5.0),
+            check=ConnectionPool.check_connection,
+            name="abharness-events",
+        )
+        self._pool.open(wait=False)
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        delay = self.retry_initial_s
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except _RETRYABLE as exc:
+                if attempt == self.retries:
+                    raise StoreError(
+                        f"{what} on {self.safe_url} failed after {attempt + 1} attempts: {exc}; "
+                        "check that PostgreSQL is running and reachable at that address"
+                    ) from exc
+                log.info("%s on %s failed (%s); retrying in %.2fs", what, self.safe_url, exc, delay)
+                time.sleep(delay)
+                delay = min(self.retry_max_s, delay * 2)
+            except PoolClosed as exc:
+                raise StoreError(f"the store {self.safe_url} is closed; open a new one with open_store()") from exc
+            except psycopg.Error as exc:
+                raise StoreError(f"{what} on {self.safe_url} failed: {exc}") from exc
+        raise StoreError(f"{what} on {self.safe_url} failed")  # pragma: no cover - loop always returns/raises
+
+    def _fetch(self, what: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
+            with self._pool.connection() as conn:
+                cur = conn.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+
+        return self._retry(what, run)
+
+    def _fetch_dicts(self, what: str, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        def run() -> list[dict[str, Any]]:
+            with self._pool.connection() as conn:
+                cur = conn.execute(sql, params)
+                names = [d.name for d in cur.description or ()]
+                return [dict(zip(names, row)) for row in cur.fetchall()]
+
+        return self._retry(what, run)
+
+    def _stream(self, what: str, sql: str, params: Any, chunk: int = 10_000) -> Iterator[tuple[Any, ...]]:
+        """Rows from a server-side cursor; retried only before the first row arrives."""
+        for attempt in range(self.retries + 1):
+            started = False
+            try:
+                with self._pool.connection() as conn, conn.cursor(name="abharness_stream") as cur:
+                    cur.itersize = chunk
+                    cur.execute(sql, params)
+                    for row in cur:
+                        started = True
+                        yield row
+                return
+            except _RETRYABLE as exc:
+                if started or attempt == self.retries:
+                    raise StoreError(f"{what} on {self.safe_url} failed: {exc}") from exc
+                time.sleep(min(self.retry_max_s, self.retry_initial_s * 2**attempt))
+            except PoolClosed as exc:
+                raise StoreError(f"the store {self.safe_url} is closed; open a new one with open_store()") from exc
+            except psycopg.Error as exc:
+                raise StoreError(f"{what} on {self.safe_url} failed: {exc}") from exc
+
+    # -- schema --------------------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """The version recorded in ``schema_migrations`` (0 for an empty database)."""
+        rows = self._fetch("reading the schema version", "SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not rows[0][0]:
+            return 0
+        return int(self._fetch("reading the schema version", "SELECT MAX(version) FROM schema_migrations")[0][0] or 0)
+
+    def migrate(self, *, target: int | None = None) -> None:
+        """Create or upgrade the schema to ``target`` (default: latest), once even with concurrent replicas."""
+
+        def run() -> None:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+                conn.execute(MIGRATIONS_TABLE_DDL["postgresql"])
+                current = int(conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0)
+                if current > LATEST_VERSION:
+                    raise StoreError(
+                        f"the PostgreSQL store {self.safe_url} has schema version {current}, newer than this "
+                        f"abharness supports ({LATEST_VERSION}); upgrade abharness or use another database"
+                    )
+                for m in pending(current, target):
+                    for statement in m.statements("postgresql"):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, description, applied_at) VALUES (%s, %s, %s)",
+                        (m.version, m.description, time.time()),
+                    )
+
+        self._retry("migrating the schema", run)
+
+    def ping(self) -> None:
+        """Raise ``StoreError`` unless the server answers, accepts writes and has the latest schema."""
+        rows = self._fetch(
+            "checking the store",
+            "SELECT pg_is_in_recovery(), (SELECT MAX(version) FROM schema_migrations)"
+            if self._has_migrations_table()
+            else "SELECT pg_is_in_recovery(), 0",
+        )
+        in_recovery, version = rows[0]
+        if in_recovery:
+            raise StoreError(f"the PostgreSQL server behind {self.safe_url} is a read-only standby; point at the primary")
+        if int(version or 0) != LATEST_VERSION:
+            raise StoreError(
+                f"the PostgreSQL store {self.safe_url} is at schema version {version or 0}, expected "
+                f"{LATEST_VERSION}; run migrate() (open_store does it)"
+            )
+
+    def _has_migrations_table(self) -> bool:
+        return bool(self._fetch("checking the store", "SELECT to_regclass('schema_migrations') IS NOT NULL")[0][0])
+
+    # -- writes --------------------------------------------------------------------------------------------
+
+    def _ensure_staging(self, conn: psycopg.Connection[Any]) -> None:
+        if conn in self._staged:
+            return
+        for table, _, _ in _TABLES:
+            conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS stage_{table}_v{LATEST_VERSION} "
+                f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+        conn.commit()  # the temp tables must outlive a rolled-back batch
+        self._staged.add(conn)
+
+    def write_batch(self, events: Sequence[Event]) -> WriteResult:
+        """COPY the batch into staging tables and move it with ON CONFLICT DO NOTHING, in one transaction."""
+        rows: dict[str, list[tuple[Any, ...]]] = {"impressions": [], "clicks": [], "audit": []}
+        for e in events:
+            if isinstance(e, Impression):
+                rows["impressions"].append(codec.impression_row(e))
+            elif isinstance(e, Click):
+                rows["clicks"].append(codec.click_row(e))
+            elif isinstance(e, AuditEntry):
+                rows["audit"].append(codec.audit_row(e))
+            else:
+                raise StoreError(f"cannot store {type(e).__name__}: expected Impression, Click or AuditEntry")
+
+        def run() -> int:
+            stored = 0
+            with self._pool.connection() as conn:
+                self._ensure_staging(conn)
+                with conn.transaction(), conn.cursor() as cur:
+                    for table, columns, key in _TABLES:
+                        if not rows[table]:
+                            continue
+                        cols = ", ".join(columns)
+                        stage = f"stage_{table}_v{LATEST_VERSION}"
+                        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
+                            for row in rows[table]:
+                                copy.write_row(row)
+                        cur.execute(
+                            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY {key} "
+                            "ON CONFLICT DO NOTHING"
+                        )
+                        stored += max(0, cur.rowcount)
+            return stored
+
+        stored = self._retry(f"writing {len(events)} events", run)
+        return WriteResult(stored=stored, duplicates=len(events) - stored)
+
+    # -- reads ---------------------------------------------------------------------------------------------
+
+    def get_impression(self, impression_id: str) -> Impression | None:
+        """One impression by id, or None."""
+        rows = self._fetch_dicts(
+            "reading an impression", "SELECT * FROM impressions WHERE impression_id = %s", (impression_id,)
+        )
+        return codec.row_to_impression(rows[0]) if rows else None
+
+    def experiments(self) -> list[str]:
+        """Experiment ids with at least one impression."""
+        return [r[0] for r in self._fetch("listing experiments", "SELECT DISTINCT experiment_id FROM impressions ORDER BY 1")]
+
+    def arms(self, experiment_id: str) -> list[str]:
+        """Arm names with at least one impression in the experiment."""
+        sql = "SELECT DISTINCT arm FROM impressions WHERE experiment_id = %s ORDER BY 1"
+        return [r[0] for r in self._fetch("listing arms", sql, (experiment_id,))]
+
+    def unit_aggregates(
+        self,
+        experiment_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        segment: str | None = None,
+        modes: Sequence[str] = ("ab",),
+    ) -> Iterator[UnitAggregate]:
+        """Per-(unit, arm[, segment]) sums over impressions with since <= ts < until, computed in SQL."""
+        if not modes:
+            return iter(())
+        sql = queries.unit_aggregates_sql(
+            "postgresql", since=since, until=until, segment=segment, n_modes=len(modes)
+        )
+        params = queries.window_params(experiment_id, since=since, until=until, segment=segment, modes=modes)
+        params.pop("segment_path", None)
+        rows = self._stream("aggregating units", queries.to_pyformat(sql), params)
+        return queries.rows_to_unit_aggregates(rows)
+
+    def interleave_aggregates(
+        self, experiment_id: str, *, since: float | None = None, until: float | None = None
+    ) -> Iterator[InterleaveUnitAggregate]:
+        """Per-unit team-draft wins, ties and no-click counts, computed in SQL."""
+        sql = queries.to_pyformat(queries.interleave_aggregates_sql(since=since, until=until))
+        params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=["interleave"])
+        return queries.rows_to_interleave_aggregates(self._stream("aggregating interleaving", sql, params))
+
+    def iter_impressions(
+        self,
+        experiment_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        batch_size: int = 1000,
+    ) -> Iterator[tuple[Impression, list[Click]]]:
+        """Impressions in (ts, impression_id) order with their clicks, fetched in keyset-paginated batches."""
+        lo = float("-inf") if since is None else float(since)
+        hi = float("inf") if until is None else float(until)
+        cursor: tuple[float, str] | None = None
+        while True:
+            if cursor is None:
+                sql = (
+                    "SELECT * FROM impressions WHERE experiment_id = %s AND ts >= %s AND ts < %s "
+                    "ORDER BY ts, impression_id LIMIT %s"
+                )
+                params: tuple[Any, ...] = (experiment_id, lo, hi, batch_size)
+            else:
+                sql = (
+                    "SELECT * FROM impressions WHERE experiment_id = %s AND (ts, impression_id) > (%s, %s) "
+                    "AND ts < %s ORDER BY ts, impression_id LIMIT %s"
+                )
+                params = (experiment_id, cursor[0], cursor[1], hi, batch_size)
+            rows = self._fetch_dicts("reading impressions", sql, params)
+            if not rows:
+                return
+            ids = [r["impression_id"] for r in rows]
+            click_rows = self._fetch_dicts(
+                "reading clicks",
+                "SELECT * FROM clicks WHERE impression_id = ANY(%s) ORDER BY ts, position",
+                (ids,),
+            )
+            by_imp: dict[str, list[Click]] = {}
+            for c in click_rows:
+                by_imp.setdefault(c["impression_id"], []).append(codec.row_to_click(c))
+            for r in rows:
+                yield codec.row_to_impression(r), by_imp.get(r["impression_id"], [])
+            cursor = (float(rows[-1]["ts"]), rows[-1]["impression_id"])
+            if len(rows) < batch_size:
+                return
+
+    def audit_log(self, experiment_id: str) -> list[AuditEntry]:
+        """Admin actions for the experiment, oldest first."""
+        rows = self._fetch_dicts(
+            "reading the audit log", "SELECT * FROM audit WHERE experiment_id = %s ORDER BY ts, id", (experiment_id,)
+        )
+        return [codec.row_to_audit(r) for r in rows]
+
+    def counts(self, experiment_id: str | None = None) -> dict[str, int]:
+        """Row counts per table, optionally for one experiment."""
+        out = {}
+        for table in ("impressions", "clicks", "audit"):
+            if experiment_id is None:
+                out[table] = int(self._fetch("counting rows", f"SELECT COUNT(*) FROM {table}")[0][0])
+            else:
+                sql = f"SELECT COUNT(*) FROM {table} WHERE experiment_id = %s"
+                out[table] = int(self._fetch("counting rows", sql, (experiment_id,))[0][0])
+        return out
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one SQL statement (``%s``/``%(name)s`` parameters) in its own transaction; for tests and operators."""
+        return self._fetch("running a statement", sql, params)
+
+    def close(self) -> None:
+        """Close the pool (idempotent)."""
+        self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.safe_url!r})"
