@@ -1,0 +1,262 @@
+"""``create_app(config)``: the proxy's FastAPI app. Everything (store, writer, backends, state, service) is built
+in the lifespan and put on ``app.state``; nothing is created at import time, so every test gets a fresh app with
+its own Prometheus registry.
+
+Shutdown order (SIGTERM under uvicorn): stop accepting requests (uvicorn), wait for in-flight shadow rankings,
+close the writer (flushes every accepted event), close the backends and the store this app opened. Injected
+adapters (``store=``, ``backends=``, ``writer=``) belong to the caller and are not closed here.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from abharness.api.admin import admin_router
+from abharness.api.routes import RequestError, router
+from abharness.api.service import ControlUnavailable, ProxyService, QueueFull
+from abharness.api.state import restore_state
+from abharness.backends.base import SearchBackend
+from abharness.config import ExperimentConfig, LocalBackendConfig
+from abharness.core.tokens import InvalidToken
+from abharness.errors import AbharnessError, BackendError, ConfigError, StoreError, TokenError
+from abharness.observability.metrics import ProxyMetrics, WriterStats
+from abharness.stores.base import EventStore
+
+__all__ = ["create_app", "build_backends", "install_error_handlers", "BodyLimitMiddleware"]
+
+log = logging.getLogger(__name__)
+
+
+def build_backends(config: ExperimentConfig) -> dict[str, SearchBackend]:
+    """Open every arm's backend (local FAISS + encoder, or a remote index server). Closes what it opened on error."""
+    from abharness.backends.remote import RemoteBackend
+
+    opened: dict[str, SearchBackend] = {}
+    try:
+        for arm in config.arms:
+            b = arm.backend
+            if isinstance(b, LocalBackendConfig):
+                from abharness.backends.local import open_local_backend
+
+                opened[arm.name] = open_local_backend(b.index, b.model)
+            else:
+                opened[arm.name] = RemoteBackend(
+                    b.url, timeout_s=max(config.timeouts.control_s, config.timeouts.shadow_s),
+                    max_connections=b.max_connections,
+                )
+    except BaseException:
+        for backend in opened.values():
+            backend.close()
+        raise
+    return opened
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413 naming the limit (checks Content-Length and the stream)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self, size: int | str) -> JSONResponse:
+        return JSONResponse(
+            {"error": "body_too_large",
+             "detail": f"request body is {size} bytes; the limit is limits.max_body_bytes={self.max_bytes}"},
+            status_code=413,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length: int | None = None
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+        if length is not None:
+            if length > self.max_bytes:
+                await self._too_large(length)(scope, receive, send)
+                return
+            await self.app(scope, receive, send)  # the server enforces the declared length
+            return
+        # No Content-Length (chunked): read the body up to the limit, then replay it to the app.
+        messages: list[Message] = []
+        received = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                await self._too_large(f"more than {self.max_bytes}")(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Turn validation and domain errors into 4xx/503 JSON bodies naming the field or the limit (never a 500 for
+    bad input). Body: {"error": code, "detail": message, ...}."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field(e.get("loc", ())), "message": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
+        return JSONResponse({"error": "invalid_request", "detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(InvalidToken)
+    async def _token(request: Request, exc: InvalidToken) -> JSONResponse:
+        status = 403 if exc.reason in ("forged", "expired") else 422
+        return JSONResponse({"error": "invalid_click", "reason": exc.reason, "detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(ControlUnavailable)
+    async def _control(request: Request, exc: ControlUnavailable) -> JSONResponse:
+        return JSONResponse({"error": "control_unavailable", "detail": str(exc)}, status_code=503,
+                            headers={"Retry-After": "1"})
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
+        return JSONResponse({"error": "event_queue_full", "detail": str(exc)}, status_code=503,
+                            headers={"Retry-After": "1"})
+
+    @app.exception_handler(AbharnessError)
+    async def _domain(request: Request, exc: AbharnessError) -> JSONResponse:
+        if isinstance(exc, (BackendError, StoreError)):
+            return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503)
+        if isinstance(exc, TokenError):
+            return JSONResponse({"error": "invalid_click", "detail": str(exc)}, status_code=403)
+        return JSONResponse({"error": "bad_request", "detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": "http_error", "detail": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug, not bad input
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal", "detail": f"{type(exc).__name__}; see the server log"},
+                            status_code=500)
+
+
+def create_app(
+    config: ExperimentConfig,
+    *,
+    registry: CollectorRegistry | None = None,
+    store: EventStore | None = None,
+    backends: Mapping[str, SearchBackend] | None = None,
+    writer: Any | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """Build the proxy app for ``config``. Adapters may be injected (tests, benchmarks); otherwise the lifespan
+    opens ``config.store_url``, starts an ``EventWriter`` and opens each arm's backend."""
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError(f"create_app needs an ExperimentConfig (see abharness.config.load_config), got {type(config)}")
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ProxyMetrics(registry)
+    if config.token_secret is not None and config.token_secret.get_secret_value():
+        secret = config.token_secret.get_secret_value().encode("utf-8")
+    else:  # only reachable with insecure_dev (the config refuses it otherwise): valid in this process only
+        secret = secrets.token_bytes(32)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_store = store is None
+        own_backends = backends is None
+        own_writer = writer is None
+        the_store: EventStore | None = store
+        the_backends: Mapping[str, SearchBackend] = backends or {}
+        the_writer = writer
+        try:
+            if the_store is None:
+                from abharness.stores import open_store
+
+                the_store = await anyio.to_thread.run_sync(open_store, config.store_url)
+            if not the_backends:
+                the_backends = await anyio.to_thread.run_sync(build_backends, config)
+            audit = await anyio.to_thread.run_sync(the_store.audit_log, config.experiment_id)
+            state, start_entry = restore_state(config, audit, now=clock())
+            await anyio.to_thread.run_sync(the_store.write_batch, [start_entry])
+            if the_writer is None and config.events.enabled:
+                from abharness.stores.writer import EventWriter
+
+                ev = config.events
+                the_writer = EventWriter(
+                    the_store, max_queue=ev.max_queue, batch_size=ev.batch_size,
+                    flush_interval_s=ev.flush_interval_s, on_full=ev.on_full, on_write_seconds=metrics.observe_write,
+                )
+            if the_writer is not None:
+                the_writer.start()
+                w = the_writer
+                metrics.attach_writer(lambda: WriterStats(w.queue_depth, w.dropped, w.written))
+            app.state.service = ProxyService(
+                config, the_backends, state=state, metrics=metrics, writer=the_writer if config.events.enabled
+                else None, store=the_store, secret=secret, clock=clock,
+            )
+            yield
+        finally:
+            service: ProxyService | None = getattr(app.state, "service", None)
+            app.state.service = None
+            if service is not None:
+                await service.drain(config.events.shutdown_timeout_s)
+            if the_writer is not None and own_writer:
+                lost = await anyio.to_thread.run_sync(the_writer.close, config.events.shutdown_timeout_s)
+                if lost:
+                    log.error("%d accepted events could not be written before shutdown", lost)
+            if own_backends:
+                for b in the_backends.values():
+                    b.close()
+            if own_store and the_store is not None:
+                the_store.close()
+
+    app = FastAPI(
+        title="abharness proxy",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.registry = registry
+    app.state.metrics = metrics
+    app.state.config = config
+    app.state.service = None
+    app.state.admin_token = config.admin_token.get_secret_value().encode("utf-8")
+    app.include_router(router)
+    app.include_router(admin_router)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.limits.max_body_bytes)
+    return app

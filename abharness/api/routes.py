@@ -1,0 +1,156 @@
+"""Public routes of the proxy: /search, /click, /events, /healthz, /readyz, /metrics. Parse, call the use case,
+render; errors become 4xx/503 through the handlers installed in ``abharness.api.app``."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from abharness.api.schemas import (
+    ClickRequest,
+    ClickResponse,
+    EventResult,
+    EventsRequest,
+    EventsResponse,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+)
+from abharness.api.service import ProxyService
+from abharness.core.tokens import InvalidToken
+
+__all__ = ["router", "get_service", "RequestError"]
+
+router = APIRouter()
+
+
+class RequestError(Exception):
+    """A request that is well-formed JSON but breaks a limit or a rule; becomes a 4xx naming the field."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def get_service(request: Request) -> ProxyService:
+    service: ProxyService | None = getattr(request.app.state, "service", None)
+    if service is None:
+        raise RequestError(503, "not_ready", "the proxy is still starting (indexes loading); retry shortly")
+    return service
+
+
+Service = Annotated[ProxyService, Depends(get_service)]
+
+
+def _resolve_unit(body: SearchRequest, request: Request, response: Response, service: ProxyService) -> str:
+    if body.unit_id:
+        return body.unit_id
+    cookie = service.config.session_cookie
+    if cookie is None:
+        raise RequestError(
+            400,
+            "missing_unit_id",
+            f"unit_id is required: send the {service.config.unit} id as \"unit_id\" in the body "
+            "(or configure session_cookie to let the proxy issue session ids)",
+        )
+    existing = request.cookies.get(cookie.name)
+    if existing and 0 < len(existing) <= 256:
+        return existing
+    unit = uuid.uuid4().hex
+    response.set_cookie(
+        cookie.name, unit, max_age=cookie.max_age_s, secure=cookie.secure, httponly=True, samesite="lax"
+    )
+    return unit
+
+
+@router.post("/search", response_model=SearchResponse)
+async def search(body: SearchRequest, request: Request, response: Response, service: Service) -> SearchResponse:
+    """Route one search (ab / interleave / shadow) and return the shown list with a signed impression token."""
+    limits = service.config.limits
+    if len(body.query) > limits.max_query_chars:
+        raise RequestError(
+            422,
+            "query_too_long",
+            f"query is {len(body.query)} characters; the limit is limits.max_query_chars={limits.max_query_chars}",
+        )
+    if not body.query.strip():
+        raise RequestError(422, "empty_query", "query is blank; send the user's query text")
+    if body.k is not None and body.k > limits.max_k:
+        raise RequestError(422, "k_too_large", f"k is {body.k}; the limit is limits.max_k={limits.max_k}")
+    unit_id = _resolve_unit(body, request, response, service)
+    out = await service.search(body.query, unit_id, body.k, body.context)
+    return SearchResponse(
+        impression_id=out.impression_id,
+        impression_token=out.impression_token,
+        arm=out.arm,
+        mode=out.mode,
+        fallback=out.fallback,
+        unit_id=unit_id,
+        results=[
+            SearchResult(doc_id=r.doc_id, score=r.score, title=out.titles.get(r.doc_id, ""), position=r.position,
+                         team=r.team)
+            for r in out.results
+        ],
+    )
+
+
+@router.post("/click", response_model=ClickResponse)
+async def click(body: ClickRequest, service: Service) -> ClickResponse:
+    """Record a click on a shown result; the token must verify and the doc must have been shown at ``position``."""
+    out = service.click(body.impression_token, body.doc_id, body.position, body.dwell_ms)
+    return ClickResponse(status="duplicate" if out.duplicate else "accepted", impression_id=out.impression_id)
+
+
+@router.post("/events", response_model=EventsResponse)
+async def events(body: EventsRequest, service: Service) -> EventsResponse:
+    """A batch of client events (clicks). Each is validated on its own; the response lists every outcome."""
+    limit = service.config.limits.max_events_per_batch
+    if len(body.events) > limit:
+        raise RequestError(
+            413, "too_many_events",
+            f"events has {len(body.events)} items; the limit is limits.max_events_per_batch={limit}",
+        )
+    results: list[EventResult] = []
+    for i, ev in enumerate(body.events):
+        try:
+            out = service.click(ev.impression_token, ev.doc_id, ev.position, ev.dwell_ms)
+        except InvalidToken as exc:
+            results.append(EventResult(index=i, status="rejected", reason=exc.reason, detail=str(exc)))
+            continue
+        results.append(EventResult(index=i, status="duplicate" if out.duplicate else "accepted"))
+    return EventsResponse(
+        accepted=sum(r.status == "accepted" for r in results),
+        duplicates=sum(r.status == "duplicate" for r in results),
+        rejected=sum(r.status == "rejected" for r in results),
+        results=results,
+    )
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive (no dependency checks)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when indexes are loaded and the store answers; 503 with the problems otherwise."""
+    service: ProxyService | None = getattr(request.app.state, "service", None)
+    if service is None:
+        return JSONResponse({"status": "starting", "problems": {"service": "indexes loading"}}, status_code=503)
+    problems = await service.ready()
+    if problems:
+        return JSONResponse({"status": "not_ready", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready", "arms": list(service.backends)})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition of the app's own registry."""
+    data = await anyio.to_thread.run_sync(generate_latest, request.app.state.registry)
+    return Response(content=data, media_type=CONTENT_TYPE_LATEST)

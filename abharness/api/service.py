@@ -1,0 +1,388 @@
+"""The serve use case: route a search to an arm (or interleave / shadow), log the exposure, validate clicks.
+
+No FastAPI here: the routes parse HTTP and call ``ProxyService``; tests can drive it directly. Backends are
+synchronous (``SearchBackend.search``) and run in worker threads, with one capacity limiter per arm so a hung
+treatment cannot starve control of threads. Events go to a non-blocking writer (``submit`` never waits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import anyio
+import anyio.to_thread
+
+from abharness.api.state import ExperimentState
+from abharness.backends.base import Hit, SearchBackend
+from abharness.config import ExperimentConfig
+from abharness.core.assignment import assign
+from abharness.core.events import AuditEntry, Click, Event, Impression, ShownResult
+from abharness.core.interleaving import team_draft
+from abharness.core.tokens import ImpressionClaims, InvalidToken, check_click, sign, verify
+from abharness.errors import BackendError, StoreError
+from abharness.observability.metrics import ProxyMetrics
+from abharness.stores.base import EventStore
+
+__all__ = ["ProxyService", "SearchOutcome", "ClickOutcome", "ControlUnavailable", "QueueFull", "Writer"]
+
+
+class Writer(Protocol):
+    def submit(self, event: Event) -> bool: ...
+
+
+class ControlUnavailable(BackendError):
+    """The control arm failed or timed out: the request cannot be served (HTTP 503)."""
+
+
+class QueueFull(StoreError):
+    """The event queue is full and the config says to reject rather than drop (HTTP 503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOutcome:
+    impression_id: str
+    impression_token: str | None
+    arm: str
+    mode: str
+    fallback: bool
+    results: tuple[ShownResult, ...]
+    titles: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ClickOutcome:
+    impression_id: str
+    duplicate: bool
+
+
+class _SeenClicks:
+    """A bounded LRU of (impression_id, doc_id) pairs already accepted by this process (the store dedupes too)."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, key: tuple[str, str]) -> bool:
+        """True when ``key`` is new."""
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+        return True
+
+    def discard(self, key: tuple[str, str]) -> None:
+        self._seen.pop(key, None)
+
+
+class ProxyService:
+    """Routes searches and clicks for one experiment."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        backends: Mapping[str, SearchBackend],
+        *,
+        state: ExperimentState,
+        metrics: ProxyMetrics,
+        writer: Writer | None,
+        store: EventStore,
+        secret: bytes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        missing = [a.name for a in config.arms if a.name not in backends]
+        if missing:
+            raise BackendError(f"no backend for arms {missing}; every arm in the config needs one")
+        self.config = config
+        self.backends = dict(backends)
+        self.state = state
+        self.metrics = metrics
+        self.writer = writer
+        self.store = store
+        self._secret = secret
+        self._clock = clock
+        self._limiters = {name: anyio.CapacityLimiter(64) for name in backends}
+        self._seen = _SeenClicks()
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self.sync_metrics()
+
+    # ----------------------------------------------------------------------------------------------- search
+    async def _call(self, arm: str, query: str, k: int, timeout_s: float) -> list[Hit]:
+        backend = self.backends[arm]
+        t0 = time.perf_counter()
+        try:
+            with anyio.fail_after(timeout_s):
+                hits = await anyio.to_thread.run_sync(
+                    backend.search, [query], k, limiter=self._limiters[arm], abandon_on_cancel=True
+                )
+        except TimeoutError:
+            self.metrics.search_errors.labels(arm).inc()
+            self.metrics.backend_up.labels(arm).set(0)
+            raise BackendError(f"arm {arm!r} did not answer within {timeout_s:g} s") from None
+        except Exception as exc:  # any backend failure is contained here: it becomes a fallback or a 503
+            self.metrics.search_errors.labels(arm).inc()
+            self.metrics.backend_up.labels(arm).set(0)
+            raise BackendError(f"arm {arm!r} failed: {type(exc).__name__}: {exc}") from exc
+        self.metrics.search_latency.labels(arm).observe(time.perf_counter() - t0)
+        self.metrics.backend_up.labels(arm).set(1)
+        if len(hits) != 1:
+            raise BackendError(f"arm {arm!r} returned {len(hits)} result lists for 1 query")
+        return hits[0]
+
+    async def _control(self, query: str, k: int) -> list[Hit]:
+        control = self.config.control
+        try:
+            return await self._call(control, query, k, self.config.timeouts.control_s)
+        except BackendError as exc:
+            raise ControlUnavailable(
+                f"the control arm {control!r} could not serve this search ({exc}); retry later"
+            ) from exc
+
+    def _fingerprints(self, *arms: str) -> dict[str, dict[str, str]]:
+        return {
+            a: {"model": self.backends[a].info.model_fingerprint, "index": self.backends[a].info.index_fingerprint}
+            for a in arms
+        }
+
+    async def search(
+        self, query: str, unit_id: str, k: int | None = None, context: Mapping[str, Any] | None = None
+    ) -> SearchOutcome:
+        """Serve one search for ``unit_id`` according to the mode and the live state.
+
+        Raises ``ControlUnavailable`` when control fails and ``QueueFull`` when the event queue rejects.
+        """
+        t0 = time.perf_counter()
+        cfg, state = self.config, self.state
+        k = k or cfg.k
+        control = cfg.control
+        ctx = dict(context or {})
+        impression_id = uuid.uuid4().hex
+        titles: dict[str, str] = {}
+
+        def shown(hits: list[Hit], team: str) -> tuple[ShownResult, ...]:
+            for h in hits:
+                titles[h.doc_id] = h.title
+            return tuple(ShownResult(h.doc_id, i + 1, h.score, team) for i, h in enumerate(hits))
+
+        if state.routing_to_control:
+            results = shown(await self._control(query, k), control)
+            status = "killed" if state.killed else "paused"
+            self.metrics.search_requests.labels(control, "ab", status).inc()
+            # Not an experiment exposure: nothing is logged and no token is issued (see docs/proxy.md).
+            return SearchOutcome(impression_id, None, control, "ab", False, results, titles)
+
+        mode = cfg.mode
+        override = state.overrides.get(unit_id)
+        if override is not None:
+            ctx["override"] = override
+            mode = "ab"
+        fallback, error, shadow_task = False, None, False
+        if mode == "ab":
+            arm = assign(cfg.salt, unit_id, state.alloc, overrides=state.overrides)
+            fingerprint_arms: tuple[str, ...] = (arm,)
+            if arm == control:
+                results = shown(await self._control(query, k), arm)
+            else:
+                try:
+                    results = shown(await self._call(arm, query, k, cfg.timeouts.treatment_s), arm)
+                except BackendError as exc:
+                    fallback, error = True, str(exc)
+                    self.metrics.fallbacks.labels(arm).inc()
+                    results = shown(await self._control(query, k), control)
+                    fingerprint_arms = (control,)
+        elif mode == "interleave":
+            treatment = cfg.treatments[0]
+            arm = "interleaved"
+            got = await asyncio.gather(
+                self._control(query, k),
+                self._call(treatment, query, k, cfg.timeouts.treatment_s),
+                return_exceptions=True,
+            )
+            c_hits, t_hits = got
+            if isinstance(c_hits, BaseException):
+                if isinstance(c_hits, ControlUnavailable):
+                    raise c_hits
+                raise ControlUnavailable(f"the control arm {control!r} failed: {c_hits}") from c_hits
+            if isinstance(t_hits, BaseException):
+                fallback, error = True, str(t_hits)
+                self.metrics.fallbacks.labels(treatment).inc()
+                results = shown(c_hits, control)
+                fingerprint_arms = (control,)
+            else:
+                by_team = {control: {h.doc_id: h for h in c_hits}, treatment: {h.doc_id: h for h in t_hits}}
+                merged = team_draft(
+                    {control: [h.doc_id for h in c_hits], treatment: [h.doc_id for h in t_hits]},
+                    k,
+                    random.Random(impression_id),
+                )
+                for doc, team in merged:
+                    titles[doc] = by_team[team][doc].title
+                results = tuple(
+                    ShownResult(doc, i + 1, by_team[team][doc].score, team) for i, (doc, team) in enumerate(merged)
+                )
+                fingerprint_arms = (control, treatment)
+        else:  # shadow
+            arm = control
+            results = shown(await self._control(query, k), control)
+            fingerprint_arms = (control,)
+            shadow_task = True
+
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        now = self._clock()
+        impression = Impression(
+            impression_id=impression_id,
+            experiment_id=cfg.experiment_id,
+            ts=now,
+            unit_id=unit_id,
+            arm=arm,
+            mode=mode,
+            query=query,
+            k=k,
+            results=results,
+            fingerprints=self._fingerprints(*fingerprint_arms),
+            latency_ms=latency_ms,
+            fallback=fallback,
+            error=error,
+            context=ctx,
+        )
+        if shadow_task:
+            self._start_shadow(impression)
+        else:
+            self._log(impression)
+        self.metrics.search_requests.labels(arm, mode, "fallback" if fallback else "ok").inc()
+        claims = ImpressionClaims(
+            impression_id=impression_id,
+            experiment_id=cfg.experiment_id,
+            unit_id=unit_id,
+            arm=arm,
+            mode=mode,
+            issued_at=now,
+            expires_at=now + cfg.token_ttl_s,
+            doc_ids=tuple(r.doc_id for r in results),
+            teams=tuple(r.team for r in results),
+        )
+        return SearchOutcome(impression_id, sign(claims, self._secret), arm, mode, fallback, results, titles)
+
+    def _log(self, impression: Impression) -> None:
+        if self.writer is None:
+            return
+        if self.writer.submit(impression):
+            self.metrics.impressions.labels(impression.arm).inc()
+        elif self.config.events.on_full == "reject":
+            self.metrics.search_requests.labels(impression.arm, impression.mode, "rejected").inc()
+            raise QueueFull("the event queue is full (events.on_full=reject); retry later")
+
+    # ----------------------------------------------------------------------------------------------- shadow
+    def _start_shadow(self, impression: Impression) -> None:
+        """Compute the treatment ranking off the request path, then log the impression with it.
+
+        The impression is accepted by the writer only after the shadow finishes (or fails), so in reject mode a
+        full queue cannot fail the user's request; on shutdown ``drain`` waits for pending shadows.
+        """
+        if len(self._shadow_tasks) >= self.config.limits.max_shadow_inflight:
+            self._log_shadow(replace(impression, error="shadow skipped: too many shadow rankings in flight"))
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(impression))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, impression: Impression) -> None:
+        treatment = self.config.treatments[0]
+        try:
+            hits = await self._call(treatment, impression.query, impression.k, self.config.timeouts.shadow_s)
+        except BackendError as exc:
+            self._log_shadow(replace(impression, error=f"shadow: {exc}"))
+            return
+        shadow = tuple(ShownResult(h.doc_id, i + 1, h.score, treatment) for i, h in enumerate(hits))
+        fps = {**impression.fingerprints, **self._fingerprints(treatment)}
+        self._log_shadow(replace(impression, shadow_results=shadow, fingerprints=fps))
+
+    def _log_shadow(self, impression: Impression) -> None:
+        if self.writer is not None and self.writer.submit(impression):
+            self.metrics.impressions.labels(impression.arm).inc()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) for in-flight shadow rankings so their impressions are logged before shutdown."""
+        pending = list(self._shadow_tasks)
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+
+    # ----------------------------------------------------------------------------------------------- clicks
+    def click(self, token: str, doc_id: str, position: int, dwell_ms: float | None = None) -> ClickOutcome:
+        """Validate and log one click. Raises ``InvalidToken`` (counted by reason) or ``QueueFull``."""
+        now = self._clock()
+        try:
+            claims = verify(token, self._secret, now=now, experiment_id=self.config.experiment_id)
+            team = check_click(claims, doc_id, position)
+        except InvalidToken as exc:
+            self.metrics.clicks_rejected.labels(exc.reason).inc()
+            raise
+        key = (claims.impression_id, doc_id)
+        if not self._seen.add(key):
+            return ClickOutcome(claims.impression_id, duplicate=True)
+        event = Click(
+            impression_id=claims.impression_id,
+            experiment_id=claims.experiment_id,
+            unit_id=claims.unit_id,
+            arm=claims.arm,
+            ts=now,
+            doc_id=doc_id,
+            position=position,
+            team=team,
+            dwell_ms=dwell_ms,
+        )
+        if self.writer is not None and not self.writer.submit(event):
+            self._seen.discard(key)
+            if self.config.events.on_full == "reject":
+                raise QueueFull("the event queue is full (events.on_full=reject); retry the click later")
+        else:
+            self.metrics.clicks.labels(claims.arm).inc()
+        return ClickOutcome(claims.impression_id, duplicate=False)
+
+    # ----------------------------------------------------------------------------------------------- admin
+    async def admin_change(self, action: str, actor: str, payload: dict[str, Any]) -> ExperimentState:
+        """Record an audit entry in the store (synchronously, so it is durable), then apply it."""
+        entry = AuditEntry(
+            ts=self._clock(), experiment_id=self.config.experiment_id, actor=actor, action=action, payload=payload
+        )
+        trial = ExperimentState(**{**self.state.__dict__, "overrides": dict(self.state.overrides)})
+        trial.apply(entry)  # validate before writing (raises ValueError on bad weights)
+        await anyio.to_thread.run_sync(self.store.write_batch, [entry])
+        self.state.apply(entry)
+        self.sync_metrics()
+        return self.state
+
+    def sync_metrics(self) -> None:
+        for name in self.state.weights:
+            share = self.state.alloc.share(name)
+            if self.state.routing_to_control:
+                share = 1.0 if name == self.config.control else 0.0
+            self.metrics.allocation_weight.labels(name).set(share)
+        self.metrics.paused.set(1 if self.state.routing_to_control else 0)
+
+    async def ready(self) -> dict[str, str]:
+        """Problems that make the service not ready (empty dict: ready)."""
+        problems: dict[str, str] = {}
+        try:
+            await anyio.to_thread.run_sync(self.store.ping)
+        except Exception as exc:  # readiness reports any failure, it does not raise
+            problems["store"] = f"{type(exc).__name__}: {exc}"
+        for name, backend in self.backends.items():
+            ping = getattr(backend, "ping", None)
+            if ping is None:
+                continue
+            try:
+                await anyio.to_thread.run_sync(ping)
+                self.metrics.backend_up.labels(name).set(1)
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                self.metrics.backend_up.labels(name).set(0)
+                problems[f"arm:{name}"] = f"{type(exc).__name__}: {exc}"
+        return problems

@@ -1,0 +1,258 @@
+"""The experiment file read by ``abharness serve`` (pydantic at the boundary; see docs/proxy.md for a reference).
+
+``load_config(path)`` reads YAML, applies environment overrides for the two secrets
+(``ABHARNESS_ADMIN_TOKEN``, ``ABHARNESS_TOKEN_SECRET``) and validates. Every refusal is a ``ConfigError`` whose
+message names the field (``arms.1.backend.index``), the value and the fix; nothing is read or built at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from abharness.core.assignment import allocation
+from abharness.errors import ConfigError
+
+__all__ = [
+    "LocalBackendConfig",
+    "RemoteBackendConfig",
+    "ArmConfig",
+    "TimeoutsConfig",
+    "LimitsConfig",
+    "EventsConfig",
+    "SessionCookieConfig",
+    "ExperimentConfig",
+    "load_config",
+    "parse_config",
+    "INSECURE_TOKENS",
+]
+
+# Tokens that are refused (case-insensitive) unless insecure_dev is set.
+INSECURE_TOKENS = frozenset({"", "changeme", "change-me", "admin", "default", "secret", "password", "token", "test"})
+MIN_SECRET_CHARS = 16
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalBackendConfig(_Strict):
+    """An in-process FAISS index + encoder."""
+
+    kind: Literal["local"]
+    index: Path = Field(description="index directory built by `abharness index` (relative to the config file)")
+    model: str = Field(description='encoder spec: "minilm", a sentence-transformers directory, or a hub id')
+    cache_size: int = Field(10_000, ge=0, description="LRU cache of query embeddings")
+    max_batch: int = Field(32, ge=1, description="largest micro-batch of concurrent queries")
+    max_wait_ms: float = Field(2.0, ge=0, description="how long a micro-batch waits to fill")
+
+
+class RemoteBackendConfig(_Strict):
+    """An arm served by `abharness index-server` over HTTP."""
+
+    kind: Literal["remote"]
+    url: str = Field(description="base URL of the index server, e.g. http://10.0.0.5:8100")
+    max_connections: int = Field(64, ge=1, description="size of the pooled httpx client")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} is not an http(s) URL; write e.g. http://127.0.0.1:8100")
+        return v.rstrip("/")
+
+
+class ArmConfig(_Strict):
+    name: str
+    role: Literal["control", "treatment"]
+    backend: Annotated[LocalBackendConfig | RemoteBackendConfig, Field(discriminator="kind")]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v) or v == "interleaved":
+            raise ValueError(
+                f"{v!r} is not a valid arm name; use 1-64 letters, digits, '_', '.', '-' (and not 'interleaved')"
+            )
+        return v
+
+
+class TimeoutsConfig(_Strict):
+    control_s: float = Field(2.0, gt=0, description="control slower than this answers 503")
+    treatment_s: float = Field(0.5, gt=0, description="treatment slower than this falls back to control")
+    shadow_s: float = Field(5.0, gt=0, description="budget for the off-path shadow ranking")
+
+
+class LimitsConfig(_Strict):
+    max_query_chars: int = Field(1000, ge=1)
+    max_k: int = Field(100, ge=1)
+    max_body_bytes: int = Field(64 * 1024, ge=256)
+    max_events_per_batch: int = Field(1000, ge=1)
+    max_shadow_inflight: int = Field(256, ge=1, description="shadow rankings in flight before new ones are skipped")
+
+
+class EventsConfig(_Strict):
+    enabled: bool = Field(True, description="false: serve without logging (benchmarks only; no analysis possible)")
+    max_queue: int = Field(100_000, ge=1)
+    batch_size: int = Field(500, ge=1)
+    flush_interval_s: float = Field(0.2, gt=0, description="upper bound on what a SIGKILL can lose (plus the queue)")
+    on_full: Literal["drop", "reject"] = "drop"
+    shutdown_timeout_s: float = Field(30.0, gt=0)
+
+
+class SessionCookieConfig(_Strict):
+    """When set (and unit is "session"), a request without unit_id gets a proxy-issued session cookie."""
+
+    name: str = "abh_sid"
+    max_age_s: int = Field(30 * 24 * 3600, ge=60)
+    secure: bool = True
+
+
+class ExperimentConfig(_Strict):
+    """One experiment served by the proxy."""
+
+    experiment_id: str
+    salt: str = Field(min_length=1, description="hashing salt; change it to re-randomise units")
+    unit: Literal["user", "session"] = "user"
+    arms: list[ArmConfig] = Field(min_length=2)
+    weights: dict[str, float]
+    mode: Literal["ab", "interleave", "shadow"] = "ab"
+    k: int = Field(10, ge=1)
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    events: EventsConfig = EventsConfig()
+    store_url: str = "sqlite:///abharness-events.db"
+    admin_token: SecretStr = SecretStr("")
+    token_secret: SecretStr | None = None
+    token_ttl_s: float = Field(24 * 3600, gt=0)
+    session_cookie: SessionCookieConfig | None = None
+    overrides: dict[str, str] = Field(default_factory=dict, description="unit id -> arm (QA)")
+    allow_ramp_down: bool = False
+    insecure_dev: bool = Field(False, description="accept empty/default secrets (never in production)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    @field_validator("experiment_id")
+    @classmethod
+    def _experiment_id(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} is not a valid experiment id; use 1-64 letters, digits, '_', '.', '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        names = [a.name for a in self.arms]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"arms: duplicate arm names {dupes}; each arm needs a unique name")
+        controls = [a.name for a in self.arms if a.role == "control"]
+        if len(controls) != 1:
+            raise ValueError(f"arms: need exactly one arm with role 'control', found {len(controls)} ({controls})")
+        if set(self.weights) != set(names):
+            raise ValueError(
+                f"weights: keys {sorted(self.weights)} must name exactly the arms {sorted(names)}"
+            )
+        try:
+            allocation(self.ordered_weights(), self.control)
+        except ValueError as exc:
+            raise ValueError(f"weights: {exc}") from None
+        if self.mode in ("interleave", "shadow") and len(self.arms) != 2:
+            raise ValueError(f"mode: {self.mode!r} needs exactly two arms (one control, one treatment)")
+        if self.k > self.limits.max_k:
+            raise ValueError(f"k: {self.k} exceeds limits.max_k={self.limits.max_k}")
+        bad = {u: a for u, a in self.overrides.items() if a not in names}
+        if bad:
+            raise ValueError(f"overrides: arms {sorted(set(bad.values()))} are not among {names}")
+        if self.session_cookie is not None and self.unit != "session":
+            raise ValueError("session_cookie: a proxy-issued cookie identifies a session; set unit: session")
+        if not self.insecure_dev:
+            admin = self.admin_token.get_secret_value()
+            if admin.strip().lower() in INSECURE_TOKENS or len(admin) < MIN_SECRET_CHARS:
+                raise ValueError(
+                    f"admin_token: empty, default or shorter than {MIN_SECRET_CHARS} characters; set a random one "
+                    "(python -c 'import secrets; print(secrets.token_urlsafe(32))') in the file or "
+                    "ABHARNESS_ADMIN_TOKEN, or start with --insecure-dev for local development"
+                )
+            secret = self.token_secret.get_secret_value() if self.token_secret else ""
+            if len(secret) < MIN_SECRET_CHARS or secret.lower() in INSECURE_TOKENS:
+                raise ValueError(
+                    f"token_secret: missing or shorter than {MIN_SECRET_CHARS} characters; it signs impression "
+                    "tokens and must be the same in every proxy process (set it in the file or "
+                    "ABHARNESS_TOKEN_SECRET, or use --insecure-dev for a random per-process secret)"
+                )
+        return self
+
+    @property
+    def control(self) -> str:
+        return next(a.name for a in self.arms if a.role == "control")
+
+    @property
+    def treatments(self) -> list[str]:
+        return [a.name for a in self.arms if a.role == "treatment"]
+
+    def ordered_weights(self) -> dict[str, float]:
+        """Weights in arm order (the bucket layout follows config order)."""
+        return {a.name: float(self.weights[a.name]) for a in self.arms}
+
+    def arm(self, name: str) -> ArmConfig:
+        return next(a for a in self.arms if a.name == name)
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) or loc == "" else f" (got {value!r})"
+        if "admin_token" in loc or "token_secret" in loc or "admin_token" in msg or "token_secret" in msg:
+            shown = ""  # never echo a secret
+        parts.append(f"{loc + ': ' if loc else ''}{msg}{shown}")
+    return f"{source}: invalid experiment config: " + "; ".join(parts)
+
+
+def parse_config(data: Any, *, source: str = "config", base_dir: Path | None = None) -> ExperimentConfig:
+    """Validate a mapping (e.g. parsed YAML) into an ``ExperimentConfig``; raise ``ConfigError`` naming the field.
+
+    Relative local index paths are resolved against ``base_dir`` (the config file's directory).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    data = dict(data)
+    for key, env in (("admin_token", "ABHARNESS_ADMIN_TOKEN"), ("token_secret", "ABHARNESS_TOKEN_SECRET")):
+        if os.environ.get(env):
+            data[key] = os.environ[env]
+    try:
+        cfg = ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+    if base_dir is not None:
+        arms = []
+        for arm in cfg.arms:
+            b = arm.backend
+            if isinstance(b, LocalBackendConfig) and not b.index.is_absolute():
+                b = b.model_copy(update={"index": (base_dir / b.index)})
+                arm = arm.model_copy(update={"backend": b})
+            arms.append(arm)
+        cfg = cfg.model_copy(update={"arms": arms})
+    return cfg
+
+
+def load_config(path: str | Path, *, insecure_dev: bool | None = None) -> ExperimentConfig:
+    """Read and validate an experiment YAML file. ``insecure_dev`` (CLI flag) overrides the file's setting."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist; pass --config path/to/experiment.yaml")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    if isinstance(data, dict) and insecure_dev is not None:
+        data = {**data, "insecure_dev": insecure_dev}
+    return parse_config(data, source=str(p), base_dir=p.resolve().parent)
