@@ -31,7 +31,10 @@ _BUSY_TIMEOUT_MS = 30_000
 
 
 def _insert_sql(table: str, columns: Sequence[str]) -> str:
-    return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+    # ON CONFLICT DO NOTHING (not INSERT OR IGNORE): only key conflicts are skipped; a NOT NULL violation fails
+    # the batch as it does on PostgreSQL.
+    cols = ", ".join(columns)
+    return f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT DO NOTHING"
 
 
 _INSERT_IMPRESSION = _insert_sql("impressions", codec.IMPRESSION_COLUMNS)
