@@ -16,8 +16,8 @@ What is lost when: a graceful ``close()`` loses nothing unless the store stays u
 store is healthy, up to ``max_queue`` events during a store outage.
 
 Poison events: if a batch fails three times in a row while ``store.ping()`` succeeds, the batch is written one
-event at a time and the events the store refuses on their own are dropped and counted in ``failed_events``,
-so one bad event cannot stall the log forever.
+event at a time; an event the store refuses three times on its own (with the store still answering pings) is
+dropped and counted in ``failed_events``, so one bad event cannot stall the log forever.
 """
 
 from __future__ import annotations
@@ -290,16 +290,28 @@ class EventWriter:
         return True
 
     def _write_one_by_one(self, batch: list[Event]) -> None:
-        """Isolate events the store refuses while it is reachable; drop and count those, keep the rest."""
+        """Isolate events the store refuses while it is reachable; drop and count those, keep the rest.
+
+        An event is dropped only after ``_FAILURES_BEFORE_ISOLATING`` attempts of its own, each followed by a
+        successful ping: a transient failure must not cost a good event.
+        """
         for event in batch:
-            t0 = time.perf_counter()
-            try:
-                result = self.store.write_batch([event])
-            except Exception as exc:
-                if not self._store_reachable():
-                    return  # the store went away: keep the rest queued for the normal retry path
-                log.error("the store refuses %s %r on its own; dropping it: %s", type(event).__name__, event, exc)
-                self._commit(1, 0, 0, failed=1)
-                continue
-            self._observe(time.perf_counter() - t0)
-            self._commit(1, result.stored, result.duplicates)
+            delay = self.retry_initial_s
+            for attempt in range(_FAILURES_BEFORE_ISOLATING):
+                t0 = time.perf_counter()
+                try:
+                    result = self.store.write_batch([event])
+                except Exception as exc:
+                    self._failed_batches += 1
+                    if not self._store_reachable():
+                        return  # the store went away: keep the rest queued for the normal retry path
+                    if attempt + 1 < _FAILURES_BEFORE_ISOLATING:
+                        time.sleep(delay)
+                        delay = min(self.retry_max_s, delay * 2)
+                        continue
+                    log.error("the store refuses %s %r on its own; dropping it: %s", type(event).__name__, event, exc)
+                    self._commit(1, 0, 0, failed=1)
+                    break
+                self._observe(time.perf_counter() - t0)
+                self._commit(1, result.stored, result.duplicates)
+                break
