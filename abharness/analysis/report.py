@@ -1,0 +1,139 @@
+"""The analysis result: frozen values, plus ``to_dict()`` for JSON (nan/inf become null)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from abharness.core.stats.compare import MetricComparison
+from abharness.core.stats.interleaving import InterleavingResult
+from abharness.core.stats.srm import SRMResult
+
+__all__ = ["AnalysisReport", "PowerSummary", "TimePoint", "CupedSummary", "SegmentBreakdown", "jsonable"]
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types: dataclasses to dicts, tuples to lists, non-finite floats to None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalar
+        return jsonable(value.item())
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PowerSummary:
+    """Power so far for one metric of one treatment arm.
+
+    ``required_units`` is the total needed to detect ``target_relative_mde`` with ``power``; ``mde_relative``
+    what the current units can detect; ``design_effect`` = delta-method variance / naive per-impression
+    binomial variance of the control arm (CTR only: how much repeated units inflate the variance).
+    """
+
+    metric: str
+    treatment: str
+    sigma2_unit: float
+    target_relative_mde: float
+    target_absolute_mde: float
+    power: float
+    current_units: int
+    required_units: float
+    power_now: float
+    mde_absolute: float
+    mde_relative: float
+    units_per_day: float
+    days_still_needed: float
+    design_effect: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimePoint:
+    """Cumulative lift of the primary metric up to ``until`` (unadjusted), with fixed and always-valid bounds."""
+
+    until: float
+    units: int
+    lift: float
+    relative_lift: float
+    lower: float
+    upper: float
+    seq_lower: float
+    seq_upper: float
+    p_value: float
+    always_valid_p: float
+
+
+@dataclass(frozen=True, slots=True)
+class CupedSummary:
+    """Where CUPED's covariates came from and how many units had any pre-period history."""
+
+    applied: bool
+    pre_experiment_id: str
+    pre_since: float | None
+    pre_until: float | None
+    pre_modes: tuple[str, ...]
+    units_with_history: int
+    units_without_history: int
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentBreakdown:
+    """Per value of a logged context attribute: units per arm and the outcome metrics (no CUPED, no decision)."""
+
+    key: str
+    value: str | None
+    units: dict[str, int]
+    metrics: dict[str, MetricComparison]
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisReport:
+    """Everything ``abharness analyze`` shows, computed once.
+
+    ``metrics`` maps metric name -> comparison of the first treatment with control (``by_treatment`` has all);
+    ``guardrails`` likewise; ``decision`` is one of ship / keep-running / rollback with ``reasons``.
+    """
+
+    experiment_id: str
+    since: float | None
+    until: float | None
+    control: str
+    treatments: tuple[str, ...]
+    units: dict[str, int]
+    impressions: dict[str, int]
+    srm: SRMResult | None
+    metrics: dict[str, MetricComparison]
+    guardrails: dict[str, MetricComparison]
+    by_treatment: dict[str, dict[str, MetricComparison]]
+    primary: str
+    power: tuple[PowerSummary, ...]
+    cuped: CupedSummary | None
+    interleaving: InterleavingResult | None
+    segments: tuple[SegmentBreakdown, ...]
+    timeseries: tuple[TimePoint, ...]
+    decision: str
+    reasons: tuple[str, ...]
+    basis: str
+    alpha: float
+    diagnostics: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def exit_code(self) -> int:
+        """ship 0, keep-running 10, rollback 20."""
+        from abharness.core.stats.decision import EXIT_CODES
+
+        return EXIT_CODES[self.decision]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (nan and inf become null)."""
+        out = jsonable(self)
+        out["exit_code"] = self.exit_code
+        return out

@@ -1,0 +1,90 @@
+"""Parts of the analysis that re-query the store: the cumulative time series and the segment breakdown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from abharness.analysis.loading import load_units
+from abharness.analysis.report import SegmentBreakdown, TimePoint
+from abharness.core.stats.compare import compare_metric
+from abharness.core.stats.metrics import BASE_COLUMNS, METRICS
+from abharness.core.stats.moments import Moments
+from abharness.core.stats.ratio import TestKind
+from abharness.core.stats.sequential import running_min
+from abharness.stores.base import EventStore
+
+__all__ = ["cumulative_timeseries", "segment_breakdown", "MAX_SEGMENTS"]
+
+MAX_SEGMENTS = 50
+
+
+def cumulative_timeseries(
+    store: EventStore, experiment_id: str, *, since: float | None, until: float | None, first_ts: np.ndarray,
+    control: str, treatment: str, metric: str, points: int, alpha: float, test: TestKind, tuning_units: float,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[TimePoint, ...]:
+    """Cumulative lift of ``metric`` at ``points`` looks, spaced by unit arrival (quantiles of units' first
+    impression), the last look being the whole window. Each look re-aggregates [since, cutoff) in the store.
+    The always-valid p-value is the running minimum over looks (valid at every look; see ``running_min``).
+    """
+    if points <= 0 or first_ts.size == 0:
+        return ()
+    qs = np.quantile(first_ts, np.arange(1, points) / points) if points > 1 else np.array([])
+    cutoffs = sorted({float(np.nextafter(q, np.inf)) for q in qs})
+    cutoffs = [c for c in cutoffs if until is None or c < until] + [until]
+    spec = METRICS[metric]
+    out: list[TimePoint] = []
+    for j, cut in enumerate(cutoffs):
+        if progress is not None:
+            progress(f"time series look {j + 1}/{len(cutoffs)}")
+        table = load_units(store, experiment_id, since=since, until=cut, modes=("ab",))
+        mc, mt = (Moments.from_matrix(BASE_COLUMNS, table.values[table.mask(a)]) for a in (control, treatment))
+        if float(mc.n) < 2 or float(mt.n) < 2:
+            continue
+        c = compare_metric(mc, mt, spec, control_name=control, treatment_name=treatment, alpha=alpha, test=test,
+                           tuning_units=tuning_units)
+        end = cut if cut is not None else float(first_ts.max())
+        out.append(TimePoint(end, int(mc.n + mt.n), c.lift, c.relative_lift, c.lift_lower, c.lift_upper,
+                             c.seq_lower, c.seq_upper, c.p_value, c.always_valid_p))
+    if not out:
+        return ()
+    mins = running_min(np.array([p.always_valid_p for p in out]))
+    return tuple(
+        TimePoint(p.until, p.units, p.lift, p.relative_lift, p.lower, p.upper, p.seq_lower, p.seq_upper, p.p_value,
+                  float(m))
+        for p, m in zip(out, mins)
+    )
+
+
+def segment_breakdown(
+    store: EventStore, experiment_id: str, *, since: float | None, until: float | None, key: str, control: str,
+    treatments: Sequence[str], metrics: Sequence[str], alpha: float, test: TestKind, tuning_units: float,
+    diagnostics: list[str],
+) -> tuple[SegmentBreakdown, ...]:
+    """Outcome metrics per value of the context attribute ``key`` (first treatment vs control; no CUPED).
+
+    A unit seen with several values of ``key`` contributes to each of them; comparisons within a segment are
+    still clustered by unit. Segments are descriptive: no decision is taken on them (many looks, small n).
+    """
+    table = load_units(store, experiment_id, since=since, until=until, segment=key, modes=("ab",))
+    values = sorted(set(table.segment.tolist()), key=lambda v: (v is None, str(v)))
+    if not values or values == [None]:
+        diagnostics.append(f"segment {key!r}: no impression in the window carries this context attribute")
+    if len(values) > MAX_SEGMENTS:
+        diagnostics.append(f"segment {key!r} has {len(values)} values; showing the first {MAX_SEGMENTS}")
+        values = values[:MAX_SEGMENTS]
+    out = []
+    treatment = treatments[0]
+    for value in values:
+        in_seg = table.segment == value
+        mc = Moments.from_matrix(BASE_COLUMNS, table.values[in_seg & (table.arm == control)])
+        mt = Moments.from_matrix(BASE_COLUMNS, table.values[in_seg & (table.arm == treatment)])
+        comps = {
+            name: compare_metric(mc, mt, METRICS[name], control_name=control, treatment_name=treatment,
+                                 alpha=alpha, test=test, tuning_units=tuning_units)
+            for name in metrics
+        }
+        out.append(SegmentBreakdown(key, value, {control: int(mc.n), treatment: int(mt.n)}, comps))
+    return tuple(out)
