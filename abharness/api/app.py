@@ -51,7 +51,9 @@ def build_backends(config: ExperimentConfig) -> dict[str, SearchBackend]:
             if isinstance(b, LocalBackendConfig):
                 from abharness.backends.local import open_local_backend
 
-                opened[arm.name] = open_local_backend(b.index, b.model)
+                opened[arm.name] = open_local_backend(
+                    b.index, b.model, cache_size=b.cache_size, max_batch=b.max_batch, max_wait_ms=b.max_wait_ms
+                )
             else:
                 opened[arm.name] = RemoteBackend(
                     b.url, timeout_s=max(config.timeouts.control_s, config.timeouts.shadow_s),
