@@ -276,7 +276,7 @@ def sensitivity_study(
     repeat_prob: float = 0.3,
     alpha: float = 0.05,
     power: float = 0.8,
-    pilot_units: int = 20_000,
+    pilot_units: int = 100_000,
     replicates: int = 200,
     primary_ab_metric: str = "ctr",
     max_simulated_impressions: int = 60_000_000,
