@@ -288,22 +288,15 @@ def online_comparisons(
     store: EventStore, experiment_id: str, control: str, treatment: str, *, since: float | None,
     until: float | None, alpha: float = 0.05,
 ) -> dict[str, MetricComparison]:
-    """Online treatment-vs-control comparisons of the replayable metrics from ``store.unit_aggregates``
-    (A/B impressions), with the analysis' delta-method code and no CUPED (so replay compares like with like)."""
-    per_arm: dict[str, list[list[float]]] = {control: [], treatment: []}
-    for agg in store.unit_aggregates(experiment_id, since=since, until=until):
-        if agg.arm not in per_arm:
-            continue
-        values = {
-            "impressions": agg.impressions, "clicks": agg.clicks, "clicked_impressions": agg.clicked_impressions,
-            "abandoned": agg.impressions - agg.clicked_impressions, "successes": agg.successes,
-            "sum_reciprocal_rank": agg.sum_reciprocal_rank, "sum_time_to_first_click": agg.sum_time_to_first_click,
-            "sum_latency_ms": agg.sum_latency_ms, "errors": agg.errors, "fallbacks": agg.fallbacks,
-        }
-        per_arm[agg.arm].append([float(values[c]) for c in BASE_COLUMNS])
-    if not per_arm[control] or not per_arm[treatment]:
+    """Online treatment-vs-control comparisons of the replayable metrics: the analysis' own loader
+    (``store.unit_aggregates``, A/B impressions) and delta-method code, without CUPED (so replay compares like
+    with like)."""
+    from abharness.analysis.loading import load_units
+
+    table = load_units(store, experiment_id, since=since, until=until)
+    if not table.mask(control).any() or not table.mask(treatment).any():
         return {}
-    mc = Moments.from_matrix(BASE_COLUMNS, np.array(per_arm[control], dtype=float))
-    mt = Moments.from_matrix(BASE_COLUMNS, np.array(per_arm[treatment], dtype=float))
+    mc = Moments.from_matrix(BASE_COLUMNS, table.values[table.mask(control)])
+    mt = Moments.from_matrix(BASE_COLUMNS, table.values[table.mask(treatment)])
     return {m: compare_metric(mc, mt, METRICS[m], control_name=control, treatment_name=treatment, alpha=alpha)
             for m in REPLAYABLE_METRICS}

@@ -52,3 +52,15 @@ def logged_ab(tmp_path: Path):
     db = tmp_path / "events.db"
     cfg, result, pool = run_logged_experiment(db)
     return cfg, result, pool, f"sqlite:///{db}"
+
+
+@pytest.fixture
+def toy():
+    """(corpus, queries, qrels) of the toy collection."""
+    return toy_collection()
+
+
+@pytest.fixture
+def make_backends():
+    """fake_backends(corpus, names) as a fixture (test modules cannot import conftest under importlib mode)."""
+    return fake_backends
