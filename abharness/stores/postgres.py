@@ -71,8 +71,8 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 4,
         connect_timeout_s: float = 5.0,
-        pool_timeout_s: float = 5.0,
-        retries: int = 2,
+        pool_timeout_s: float = 3.0,
+        retries: int = 1,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 2.0,
     ) -> None:
@@ -195,14 +195,19 @@ class PostgresStore:
         self._retry("migrating the schema", run)
 
     def ping(self) -> None:
-        """Raise ``StoreError`` unless the server answers, accepts writes and has the latest schema."""
-        rows = self._fetch(
-            "checking the store",
-            "SELECT pg_is_in_recovery(), (SELECT MAX(version) FROM schema_migrations)"
-            if self._has_migrations_table()
-            else "SELECT pg_is_in_recovery(), 0",
-        )
-        in_recovery, version = rows[0]
+        """Raise ``StoreError`` unless the server answers, accepts writes and has the latest schema.
+
+        One attempt with a short wait (it backs /readyz, which must answer quickly during an outage)."""
+        try:
+            with self._pool.connection(timeout=2.0) as conn:
+                row = conn.execute(
+                    "SELECT pg_is_in_recovery(), CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 END"
+                ).fetchone()
+                in_recovery, version = row if row else (False, 0)
+                if version is None:
+                    version = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+        except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
+            raise StoreError(f"the PostgreSQL store {self.safe_url} is not reachable: {exc}") from exc
         if in_recovery:
             raise StoreError(f"the PostgreSQL server behind {self.safe_url} is a read-only standby; point at the primary")
         if int(version or 0) != LATEST_VERSION:
@@ -210,9 +215,6 @@ class PostgresStore:
                 f"the PostgreSQL store {self.safe_url} is at schema version {version or 0}, expected "
                 f"{LATEST_VERSION}; run migrate() (open_store does it)"
             )
-
-    def _has_migrations_table(self) -> bool:
-        return bool(self._fetch("checking the store", "SELECT to_regclass('schema_migrations') IS NOT NULL")[0][0])
 
     # -- writes --------------------------------------------------------------------------------------------
 
