@@ -5,9 +5,9 @@ errors). This module exports what the *statistics* say about the whole experimen
 plot the lift with its always-valid bounds and a rollout controller (Argo Rollouts, see deploy/k8s/) can gate on
 the decision. Names are fixed by INTERFACES.md:
 
-    abharness_experiment_lift{metric}                 relative lift of treatment over control
-    abharness_experiment_lift_lower{metric}           lower always-valid (confidence-sequence) bound of the lift
-    abharness_experiment_lift_upper{metric}           upper always-valid bound of the lift
+    abharness_experiment_lift{metric}                 lift of treatment over control (absolute: treatment - control)
+    abharness_experiment_lift_lower{metric}           lower always-valid (mSPRT confidence-sequence) bound of it
+    abharness_experiment_lift_upper{metric}           upper always-valid bound of it
     abharness_experiment_p_value{metric}              fixed-horizon p-value (valid at the planned end only)
     abharness_experiment_always_valid_p_value{metric} mSPRT p-value (valid while peeking)
     abharness_experiment_srm_p_value                  sample-ratio-mismatch chi-square p-value
@@ -167,13 +167,13 @@ class ExperimentMetrics(Collector):
             return
         fams = {
             "lift": GaugeMetricFamily(
-                "abharness_experiment_lift", "Relative lift of treatment over control", labels=["metric"]
+                "abharness_experiment_lift", "Lift of treatment over control (treatment - control)", labels=["metric"]
             ),
             "lift_lower": GaugeMetricFamily(
-                "abharness_experiment_lift_lower", "Lower always-valid bound of the relative lift", labels=["metric"]
+                "abharness_experiment_lift_lower", "Lower always-valid (confidence-sequence) bound of the lift", labels=["metric"]
             ),
             "lift_upper": GaugeMetricFamily(
-                "abharness_experiment_lift_upper", "Upper always-valid bound of the relative lift", labels=["metric"]
+                "abharness_experiment_lift_upper", "Upper always-valid (confidence-sequence) bound of the lift", labels=["metric"]
             ),
             "p_value": GaugeMetricFamily(
                 "abharness_experiment_p_value", "Fixed-horizon p-value of the lift", labels=["metric"]
@@ -257,9 +257,41 @@ def update_experiment_gauges(
 def snapshot_from_report(report: Any, *, now: float, duration_s: float = 0.0) -> ExperimentSnapshot:
     """Reduce an ``abharness.analysis.AnalysisReport`` to the exported numbers.
 
-    Placeholder until the report type lands; replaced by the real mapping in the next increment.
+    Per metric (outcomes and guardrails of the *first* treatment against control, as ``report.metrics`` and
+    ``report.guardrails`` hold them): ``lift`` is the absolute lift (treatment - control) and ``lift_lower`` /
+    ``lift_upper`` its always-valid mSPRT confidence sequence (``seq_lower``/``seq_upper``), on the same scale;
+    ``p_value`` the fixed-horizon p and ``always_valid_p_value`` the mSPRT p. Per-arm estimates cover every arm
+    that ``report.by_treatment`` compares. An interleaving result is exported as the metric
+    ``interleaving_preference`` (mean per-unit preference, positive when the treatment wins) with its confidence
+    sequence. Non-finite values (zero variance, too few units) are left out rather than exported as NaN.
     """
-    raise NotImplementedError  # pragma: no cover
+    metrics: list[MetricSnapshot] = []
+    comps: dict[str, Any] = {**dict(report.metrics or {}), **dict(report.guardrails or {})}
+    for name, c in comps.items():
+        estimates = {c.control.arm: c.control.value, c.treatment.arm: c.treatment.value}
+        for per_metric in (report.by_treatment or {}).values():
+            other = per_metric.get(name)
+            if other is not None:
+                estimates[other.treatment.arm] = other.treatment.value
+        metrics.append(MetricSnapshot(
+            name=name, lift=c.lift, lift_lower=c.seq_lower, lift_upper=c.seq_upper, p_value=c.p_value,
+            always_valid_p_value=c.always_valid_p, arm_estimates=estimates,
+        ))
+    inter = getattr(report, "interleaving", None)
+    if inter is not None:
+        metrics.append(MetricSnapshot(
+            name="interleaving_preference", lift=inter.preference, lift_lower=inter.seq_lower,
+            lift_upper=inter.seq_upper, p_value=inter.p_value, always_valid_p_value=inter.always_valid_p,
+        ))
+    srm = getattr(report, "srm", None)
+    return ExperimentSnapshot(
+        decision=report.decision,
+        srm_p_value=None if srm is None else srm.p_value,
+        metrics=tuple(metrics),
+        units={str(a): int(n) for a, n in dict(report.units).items()},
+        analysed_at=now,
+        duration_s=duration_s,
+    )
 
 
 AnalyzeFn = Callable[[], Any]
@@ -328,10 +360,15 @@ class ExperimentMetricsJob:
 
 
 def _analyze_closure(store: Any, experiment_id: str, config: Any | None) -> AnalyzeFn:
-    from abharness.analysis import analyze  # late: the analysis pulls in statsmodels
+    """The default periodic analysis: everything the gauges need, without the cluster-bootstrap cross-check and
+    the cumulative time series (neither is exported; both re-read the data and would multiply the cost of each
+    cycle). Pass your own ``analyze`` callable for other options."""
+    from abharness.analysis import AnalysisOptions, analyze  # late: the analysis pulls in statsmodels
+
+    options = AnalysisOptions(bootstrap_samples=0, timeseries_points=0)
 
     def run() -> Any:
-        return analyze(store, experiment_id, config=config)
+        return analyze(store, experiment_id, config=config, options=options)
 
     return run
 
