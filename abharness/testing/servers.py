@@ -16,7 +16,7 @@ def uvicorn_in_thread(app: object, *, host: str = "127.0.0.1", startup_timeout_s
     """Serve ``app`` on a free port of ``host``; yield its base URL; shut it down (lifespan included) on exit."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP: asyncio sets TCP_NODELAY
     sock.bind((host, 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))  # type: ignore[arg-type]

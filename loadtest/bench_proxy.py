@@ -1,0 +1,284 @@
+"""Benchmark of the proxy's /search against the same encode+search called in-process (a script, not a test).
+
+    .venv/bin/python loadtest/bench_proxy.py [--index artifacts/indexes/scifact-minilm] [--seconds 8]
+        [--concurrency 1,4,16] [--cache-size 0]
+
+For each concurrency level it measures, for a bounded time:
+
+1. in-process: ``backend.search([q], k)`` from C threads (the proxy's own code path minus HTTP);
+2. proxy, logging on: a real uvicorn process (``create_app`` with the real SQLite store + EventWriter) on
+   loopback, driven by C concurrent httpx clients;
+3. proxy, logging off: the same with ``events.enabled: false``.
+
+and prints p50/p99 latency and throughput side by side, then the events/s the EventWriter sustains into SQLite
+on its own. Queries are SciFact queries (distinct texts, cycled). With ``--cache-size 0`` (default) every request
+encodes its query, so the numbers include the MiniLM forward pass. The backend is the real MiniLM + FAISS index
+when ``--index`` exists, else an in-memory DictBackend (and the output says so). The load generator runs on the
+same machine as the server (they share the CPU), which lowers the proxy numbers; the output prints the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ABHARNESS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def scifact_queries(limit: int = 2000) -> list[str]:
+    """Distinct SciFact query texts (train + test)."""
+    path = DATA / "scifact" / "queries.jsonl"
+    if not path.exists():
+        return [f"query number {i} about cells and genes" for i in range(limit)]
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            out.append(json.loads(line)["text"])
+    return list(dict.fromkeys(out))[:limit]
+
+
+def open_backend(index: Path | None, cache_size: int) -> tuple[Any, str]:
+    """The real local backend when the index exists, else a DictBackend over a SciFact corpus slice."""
+    if index is not None and index.is_dir():
+        from abharness.backends.local import open_local_backend
+
+        backend = open_local_backend(index, "minilm", cache_size=cache_size)
+        return backend, f"LocalBackend(MiniLM + FAISS {index.name}, {backend.info.num_docs} docs, cache_size={cache_size})"
+    from abharness.testing.fakes import DictBackend
+
+    corpus: dict[str, str] = {}
+    corpus_path = DATA / "scifact" / "corpus.jsonl.gz"
+    if corpus_path.exists():
+        with gzip.open(corpus_path, "rt", encoding="utf-8") as fh:
+            for i, line in enumerate(fh):
+                if i >= 2000:
+                    break
+                d = json.loads(line)
+                corpus[str(d["_id"])] = d.get("title", "") + " " + d.get("text", "")[:300]
+    else:
+        from abharness.testing.fakes import tiny_corpus
+
+        corpus = tiny_corpus(2000)
+    return DictBackend(corpus, name="bench"), f"DictBackend (word overlap, {len(corpus)} docs; no model: index missing)"
+
+
+def summarize(lat: list[float], seconds: float) -> dict[str, float]:
+    a = np.asarray(lat) * 1000.0
+    return {"n": len(lat), "p50_ms": float(np.percentile(a, 50)) if len(a) else float("nan"),
+            "p99_ms": float(np.percentile(a, 99)) if len(a) else float("nan"), "rps": len(lat) / seconds}
+
+
+def bench_inprocess(backend: Any, queries: list[str], k: int, concurrency: int, seconds: float) -> dict[str, float]:
+    lat: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+    counter = [0]
+
+    def worker() -> None:
+        local: list[float] = []
+        while time.perf_counter() < stop:
+            with lock:
+                i = counter[0]
+                counter[0] += 1
+            t0 = time.perf_counter()
+            backend.search([queries[i % len(queries)]], k)
+            local.append(time.perf_counter() - t0)
+        with lock:
+            lat.extend(local)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return summarize(lat, time.perf_counter() - t0)
+
+
+async def _drive(base: str, queries: list[str], concurrency: int, seconds: float) -> tuple[dict[str, float], int]:
+    import httpx
+
+    lat: list[float] = []
+    errors = 0
+    counter = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+        async def worker(w: int) -> None:
+            nonlocal counter, errors
+            while time.perf_counter() < stop:
+                i = counter
+                counter += 1
+                t0 = time.perf_counter()
+                r = await client.post("/search", json={"query": queries[i % len(queries)], "unit_id": f"u{i % 5000}"})
+                if r.status_code == 200:
+                    lat.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return summarize(lat, elapsed), errors
+
+
+def start_proxy(args: argparse.Namespace, logging_on: bool, db: Path) -> tuple[subprocess.Popen, str]:
+    port_file = db.with_suffix(".port")
+    port_file.unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, "--serve-child", "--db", str(db), "--port-file", str(port_file),
+           "--cache-size", str(args.cache_size), "--k", str(args.k)]
+    if args.index:
+        cmd += ["--index", str(args.index)]
+    if not logging_on:
+        cmd.append("--no-logging")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    import httpx
+
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"proxy child exited: {proc.stderr.read() if proc.stderr else ''}")
+        if port_file.exists():
+            base = f"http://127.0.0.1:{port_file.read_text()}"
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    return proc, base
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("proxy child did not become ready in 180 s")
+
+
+def serve_child(args: argparse.Namespace) -> None:
+    """Child process: the proxy app (both arms on the same backend) under uvicorn on a free loopback port."""
+    from abharness.api.app import create_app
+    from abharness.cli.serve import run_uvicorn
+    from abharness.testing.configs import make_config
+
+    backend, _ = open_backend(args.index, args.cache_size)
+    cfg = make_config(
+        experiment_id="bench", k=args.k, store_url=f"sqlite:///{args.db}",
+        admin_token=secrets.token_urlsafe(24), token_secret=secrets.token_urlsafe(24),
+        events={"enabled": not args.no_logging},
+        timeouts={"control_s": 30, "treatment_s": 30},
+    )
+    app = create_app(cfg, backends={"baseline": backend, "finetuned": backend})
+    run_uvicorn(app, host="127.0.0.1", port=0, port_file=args.port_file, log_level="warning")
+    backend.close()
+
+
+def metric_value(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return float("nan")
+
+
+def bench_writer(n: int = 50_000) -> dict[str, float]:
+    """Events/s the EventWriter sustains into a SQLite file on its own (impressions with 10 results)."""
+    from abharness.core.events import Impression, ShownResult
+    from abharness.stores import open_store
+    from abharness.stores.writer import EventWriter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(f"sqlite:///{tmp}/w.db")
+        results = tuple(ShownResult(f"d{i}", i + 1, 1.0 / (i + 1), "baseline") for i in range(10))
+        events = [
+            Impression(impression_id=f"i{j}", experiment_id="w", ts=1e9 + j, unit_id=f"u{j % 1000}", arm="baseline",
+                       mode="ab", query=f"query {j}", k=10, results=results,
+                       fingerprints={"baseline": {"model": "m", "index": "x"}}, latency_ms=5.0)
+            for j in range(n)
+        ]
+        writer = EventWriter(store, max_queue=n + 1, batch_size=500, flush_interval_s=0.2).start()
+        t0 = time.perf_counter()
+        for ev in events:
+            writer.submit(ev)
+        submit_s = time.perf_counter() - t0
+        lost = writer.close(timeout_s=300)
+        total_s = time.perf_counter() - t0
+        written = store.counts("w")["impressions"]
+        store.close()
+    return {"n": n, "written": written, "lost": lost, "submit_us": submit_s / n * 1e6, "events_per_s": written / total_s}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--index", type=Path, default=REPO / "artifacts" / "indexes" / "scifact-minilm")
+    p.add_argument("--seconds", type=float, default=8.0, help="duration of each measurement")
+    p.add_argument("--concurrency", default="1,4,16")
+    p.add_argument("--cache-size", type=int, default=0, help="query-embedding LRU size (0: encode every request)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--writer-events", type=int, default=50_000)
+    p.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--no-logging", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.serve_child:
+        serve_child(args)
+        return
+    levels = [int(c) for c in args.concurrency.split(",")]
+    queries = scifact_queries()
+    backend, desc = open_backend(args.index, args.cache_size)
+    print(f"backend: {desc}")
+    print(f"machine: {os.cpu_count()} CPUs, load average before start {os.getloadavg()} (shared machine; the load "
+          "generator runs on the same CPUs as the server)")
+    print(f"{len(queries)} distinct SciFact queries, k={args.k}, {args.seconds:g} s per cell\n")
+    rows: list[tuple[str, int, dict[str, float], str]] = []
+    backend.search([queries[0]], args.k)  # warm up
+    for c in levels:
+        rows.append(("in-process encode+search", c, bench_inprocess(backend, queries, args.k, c, args.seconds), ""))
+    backend.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        for logging_on in (True, False):
+            db = Path(tmp) / f"events-{int(logging_on)}.db"
+            proc, base = start_proxy(args, logging_on, db)
+            try:
+                asyncio.run(_drive(base, queries, 1, 1.0))  # warm up
+                for c in levels:
+                    stats, errors = asyncio.run(_drive(base, queries, c, args.seconds))
+                    rows.append((f"proxy /search, logging {'on' if logging_on else 'off'}", c, stats,
+                                 f"{errors} errors" if errors else ""))
+                import httpx
+
+                text = httpx.get(f"{base}/metrics", timeout=10).text
+                if logging_on:
+                    print(f"proxy (logging on) writer: written={metric_value(text, 'abharness_events_written_total'):.0f} "
+                          f"dropped={metric_value(text, 'abharness_events_dropped_total'):.0f} "
+                          f"queue_depth={metric_value(text, 'abharness_event_queue_depth'):.0f}")
+            finally:
+                proc.terminate()
+                proc.wait(60)
+    print(f"\n{'path':<34} {'conc':>4} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+    for name, c, s, note in rows:
+        print(f"{name:<34} {c:>4} {s['n']:>9} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['rps']:>8.1f} {note}")
+    best = {}
+    for name, _, s, _ in rows:
+        best[name] = max(best.get(name, 0.0), s["rps"])
+    print("\ntop throughput: " + "; ".join(f"{k} {v:.1f} req/s" for k, v in best.items()))
+    w = bench_writer(args.writer_events)
+    print(f"\nEventWriter -> SQLite (WAL), batch 500: {w['written']:.0f}/{w['n']} impressions written, "
+          f"{w['events_per_s']:.0f} events/s sustained, submit {w['submit_us']:.1f} us/event, lost {w['lost']}")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
