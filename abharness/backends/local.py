@@ -1,0 +1,254 @@
+"""In-process backend: an encoder plus a FAISS index in the same process.
+
+Concurrent ``search`` calls (one per proxy request thread) are encoded together in micro-batches: a single worker
+thread collects up to ``max_batch`` uncached query texts, waiting at most ``max_wait_ms`` after the first one, and
+encodes them in one forward pass. An LRU cache keeps query embeddings of repeated queries. Callers that bring a
+batch of at least ``max_batch`` texts (replay, offline evaluation) are encoded directly in their own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty, SimpleQueue
+
+import numpy as np
+
+from abharness.backends.base import BackendInfo, Hit
+from abharness.encoders.base import Encoder
+from abharness.errors import AbharnessError, BackendError, ConfigError
+from abharness.index.faiss_index import FaissIndex
+
+__all__ = ["LocalBackend", "open_local_backend", "CacheStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    hits: int
+    misses: int
+    size: int
+    batches: int
+    batched_texts: int
+
+
+@dataclass(slots=True)
+class _Request:
+    texts: list[str]
+    future: Future[np.ndarray]
+
+
+_STOP = object()
+
+
+class LocalBackend:
+    """``SearchBackend`` over a ``FaissIndex`` and an ``Encoder`` (thread-safe)."""
+
+    def __init__(
+        self,
+        index: FaissIndex,
+        encoder: Encoder,
+        *,
+        cache_size: int = 10_000,
+        max_batch: int = 32,
+        max_wait_ms: float = 2.0,
+        timeout_s: float = 60.0,
+    ) -> None:
+        if index.manifest.model_fingerprint != encoder.fingerprint:
+            from abharness.errors import FingerprintMismatch
+
+            raise FingerprintMismatch(
+                f"index built with model fingerprint {index.manifest.model_fingerprint} cannot be served with model "
+                f"{encoder.name!r} ({encoder.fingerprint}); load the index with the model that built it"
+            )
+        if cache_size < 0 or max_batch < 1 or max_wait_ms < 0:
+            raise ConfigError(
+                f"cache_size={cache_size}, max_batch={max_batch}, max_wait_ms={max_wait_ms}: need cache_size >= 0, "
+                "max_batch >= 1, max_wait_ms >= 0"
+            )
+        self.index = index
+        self.encoder = encoder
+        self.cache_size = cache_size
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.timeout_s = timeout_s
+        self.info = BackendInfo(
+            model_fingerprint=encoder.fingerprint,
+            index_fingerprint=index.manifest.index_fingerprint,
+            num_docs=index.manifest.num_docs,
+            dim=index.manifest.dim,
+        )
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._queue: SimpleQueue[_Request | object] = SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self._hits = self._misses = self._batches = self._batched_texts = 0
+
+    # ------------------------------------------------------------------ cache
+    def _cache_get(self, text: str) -> np.ndarray | None:
+        with self._cache_lock:
+            vector = self._cache.get(text)
+            if vector is not None:
+                self._cache.move_to_end(text)
+                self._hits += 1
+            else:
+                self._misses += 1
+            return vector
+
+    def _cache_put(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        if self.cache_size == 0:
+            return
+        with self._cache_lock:
+            for text, vector in zip(texts, vectors):
+                row = vector.copy()
+                row.setflags(write=False)
+                self._cache[text] = row
+                self._cache.move_to_end(text)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def cache_stats(self) -> CacheStats:
+        """Counters of the query-embedding cache and the micro-batcher."""
+        with self._cache_lock:
+            return CacheStats(self._hits, self._misses, len(self._cache), self._batches, self._batched_texts)
+
+    # ------------------------------------------------------------------ batching
+    def _ensure_worker(self) -> None:
+        with self._start_lock:
+            if self._closed:
+                raise BackendError("the local backend is closed; open a new one")
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="abharness-local-batcher", daemon=True)
+                self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Request] = [first]  # type: ignore[list-item]
+            count = len(batch[0].texts)
+            deadline = time.monotonic() + self.max_wait_s
+            stop = False
+            while count < self.max_batch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)  # type: ignore[arg-type]
+                count += len(item.texts)  # type: ignore[union-attr]
+            self._encode_batch(batch)
+            if stop:
+                return
+
+    def _encode_batch(self, batch: list[_Request]) -> None:
+        unique = list(dict.fromkeys(t for request in batch for t in request.texts))
+        try:
+            vectors = self._encode(unique)
+        except Exception as exc:  # noqa: BLE001 - hand any failure to every waiting caller
+            error = exc if isinstance(exc, AbharnessError) else BackendError(f"query encoding failed: {exc}")
+            for request in batch:
+                request.future.set_exception(error)
+            return
+        row = {text: i for i, text in enumerate(unique)}
+        with self._cache_lock:
+            self._batches += 1
+            self._batched_texts += len(unique)
+        for request in batch:
+            request.future.set_result(vectors[[row[t] for t in request.texts]])
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors = np.asarray(self.encoder.encode(texts, batch_size=max(len(texts), 1), kind="query"), dtype=np.float32)
+        if vectors.shape != (len(texts), self.info.dim):
+            raise BackendError(f"encoder returned shape {vectors.shape}; expected ({len(texts)}, {self.info.dim})")
+        self._cache_put(texts, vectors)
+        return vectors
+
+    def embed(self, queries: Sequence[str]) -> np.ndarray:
+        """Query embeddings (n, dim), from the cache where possible, micro-batched with concurrent callers."""
+        queries = list(queries)
+        if self._closed:
+            raise BackendError("the local backend is closed; open a new one")
+        out = np.zeros((len(queries), self.info.dim), dtype=np.float32)
+        missing: list[int] = []
+        for i, text in enumerate(queries):
+            vector = self._cache_get(text)
+            if vector is None:
+                missing.append(i)
+            else:
+                out[i] = vector
+        if not missing:
+            return out
+        texts = list(dict.fromkeys(queries[i] for i in missing))
+        if len(texts) >= self.max_batch:
+            vectors = self._encode(texts)
+        else:
+            self._ensure_worker()
+            future: Future[np.ndarray] = Future()
+            self._queue.put(_Request(texts, future))
+            try:
+                vectors = future.result(timeout=self.timeout_s)
+            except TimeoutError as exc:
+                raise BackendError(f"query encoding took longer than {self.timeout_s}s; the machine is overloaded") from exc
+        row = {text: i for i, text in enumerate(texts)}
+        for i in missing:
+            out[i] = vectors[row[queries[i]]]
+        return out
+
+    # ------------------------------------------------------------------ SearchBackend
+    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        """Top-k hits per query, best first. Raises ``BackendError`` (or ``ConfigError`` for a bad k)."""
+        if isinstance(queries, str):
+            raise ConfigError("queries must be a sequence of strings, not one string; wrap it in a list")
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k={k!r}; expected a positive integer")
+        if not queries:
+            return []
+        vectors = self.embed(queries)
+        try:
+            return self.index.search_vectors(vectors, k)
+        except AbharnessError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError
+            raise BackendError(f"FAISS search failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Stop the batching thread (pending requests are served first). Idempotent."""
+        with self._start_lock:
+            if self._closed:
+                return
+            self._closed = True
+            worker = self._worker
+        if worker is not None:
+            self._queue.put(_STOP)
+            worker.join(timeout=10)
+
+    def __enter__(self) -> LocalBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_local_backend(index_dir: str | Path, model_spec: str | None = None, **kwargs: object) -> LocalBackend:
+    """Load the encoder (``model_spec``, or the model recorded in the index manifest) and the index, checked
+    against each other, and wrap them in a ``LocalBackend`` (keyword arguments are passed on)."""
+    from abharness.encoders.st import load_encoder
+    from abharness.index.faiss_index import load_index
+    from abharness.index.manifest import read_index_manifest
+
+    spec = model_spec or read_index_manifest(index_dir).model_name
+    encoder = load_encoder(spec)
+    return LocalBackend(load_index(index_dir, encoder), encoder, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,42 @@
+"""The one batched search path shared by the proxy, the replay and the offline evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from abharness.backends.base import Hit, SearchBackend
+from abharness.errors import BackendError, ConfigError
+
+__all__ = ["search"]
+
+
+def search(
+    backend: SearchBackend, queries: Sequence[str], k: int, batch_size: int = 64, *, progress: bool = False
+) -> list[list[Hit]]:
+    """Top-k hits for every query, in order, asking ``backend`` ``batch_size`` queries at a time.
+
+    Checks that the backend answers once per query (else ``BackendError``), so a misbehaving remote backend cannot
+    silently shift results onto the wrong queries.
+    """
+    if isinstance(queries, str):
+        raise ConfigError("queries must be a sequence of strings, not one string; wrap it in a list")
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k={k!r}; expected a positive integer")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}; expected a positive integer")
+    queries = list(queries)
+    results: list[list[Hit]] = []
+    with Progress(
+        TextColumn("searching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress
+    ) as bar:
+        task = bar.add_task("search", total=len(queries))
+        for start in range(0, len(queries), batch_size):
+            chunk = queries[start : start + batch_size]
+            hits = backend.search(chunk, k)
+            if len(hits) != len(chunk):
+                raise BackendError(f"backend answered {len(hits)} result lists for {len(chunk)} queries")
+            results.extend(hits)
+            bar.advance(task, len(chunk))
+    return results
