@@ -34,7 +34,7 @@ from abharness.core.stats.power import (
     power_at,
     required_units,
 )
-from abharness.core.stats.ratio import RatioDiff, TestOutcome, ratio_diff, ratio_estimate, test_effect
+from abharness.core.stats.ratio import RatioDiff, TestOutcome, ratio_diff, ratio_estimate, wald_test
 from abharness.core.stats.sequential import SequentialOutcome, msprt, running_min
 from abharness.core.stats.srm import SRM_ALARM_P, SRMResult, srm_test
 
@@ -44,5 +44,5 @@ __all__ = [
     "OUTCOME_METRICS", "RatioDiff", "SRMResult", "SRM_ALARM_P", "SequentialOutcome", "TestOutcome",
     "benjamini_hochberg", "cluster_bootstrap", "compare_metric", "ctr_plan", "days_still_needed", "decide", "holm",
     "interleaving_test", "mde", "msprt", "one_sample_mde", "one_sample_required_units", "parse_metrics",
-    "power_at", "ratio_diff", "ratio_estimate", "required_units", "running_min", "srm_test", "test_effect",
+    "power_at", "ratio_diff", "ratio_estimate", "required_units", "running_min", "srm_test", "wald_test",
 ]

@@ -11,7 +11,7 @@ from scipy import stats
 
 from abharness.core.stats.metrics import MetricSpec
 from abharness.core.stats.moments import Moments
-from abharness.core.stats.ratio import TestKind, ratio_diff, ratio_estimate, test_effect
+from abharness.core.stats.ratio import TestKind, ratio_diff, ratio_estimate, wald_test
 from abharness.core.stats.sequential import msprt
 
 __all__ = ["ArmEstimate", "MetricComparison", "NonInferiority", "arm_estimate", "compare_metric", "non_inferiority",
@@ -173,8 +173,8 @@ def compare_metric(
     if covariates and not (_f(d.se) > 0):
         diags.append("CUPED left out: the adjusted variance degenerated; showing the unadjusted analysis")
         d, covariates = ratio_diff(control, treatment, spec.numerator, spec.denominator), ()
-    t = test_effect(d.diff, d.se, df=d.df, alpha=alpha, kind=test)
-    rel = test_effect(d.rel, d.rel_se, df=d.df, alpha=alpha, kind=test)
+    t = wald_test(d.diff, d.se, df=d.df, alpha=alpha, kind=test)
+    rel = wald_test(d.rel, d.rel_se, df=d.df, alpha=alpha, kind=test)
     n_total = _f(control.n) + _f(treatment.n)
     seq = msprt(d.diff, d.se, n_total, alpha=alpha, tuning_units=tuning_units)
     c_est = arm_estimate(control, spec, control_name, alpha)

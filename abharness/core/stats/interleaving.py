@@ -8,7 +8,7 @@ import numpy as np
 from scipy import stats
 
 from abharness.core.stats.moments import Moments
-from abharness.core.stats.ratio import ratio_estimate, test_effect
+from abharness.core.stats.ratio import ratio_estimate, wald_test
 from abharness.core.stats.sequential import msprt
 
 __all__ = ["InterleavingResult", "interleaving_test"]
@@ -85,7 +85,7 @@ def interleaving_test(
     mean = float(m.mean()[0]) if n > 0 else float("nan")
     var = float(m.cov()[0, 0]) if n > 1 else float("nan")
     se = float(np.sqrt(var / n)) if n > 1 else float("nan")
-    t = test_effect(mean, se, df=n - 1, alpha=alpha, kind="welch")
+    t = wald_test(mean, se, df=n - 1, alpha=alpha, kind="welch")
     seq = msprt(mean, se, n, alpha=alpha, tuning_units=tuning_units)
     if n < 2:
         diags.append("fewer than 2 units with interleaved impressions: no test")
@@ -94,7 +94,7 @@ def interleaving_test(
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio, ratio_se = ratio_estimate(m, "num", "den")
     dab = float(ratio) - 0.5
-    d = test_effect(dab, float(ratio_se), alpha=alpha, kind="z")
+    d = wald_test(dab, float(ratio_se), alpha=alpha, kind="z")
     if float(m.sums[2]) == 0:
         diags.append("no clicked interleaved impressions: Delta_AB undefined")
     w_t, w_c = int(wt.sum()), int(wc.sum())

@@ -27,13 +27,23 @@ class Moments:
     cross: np.ndarray
 
     @classmethod
-    def from_matrix(cls, columns: Sequence[str], values: np.ndarray) -> Moments:
-        """Moments of ``values`` with shape ``batch + (units, d)``; column ``j`` is named ``columns[j]``."""
+    def from_matrix(cls, columns: Sequence[str], values: np.ndarray, weights: np.ndarray | None = None) -> Moments:
+        """Moments of ``values`` with shape ``batch + (units, d)``; column ``j`` is named ``columns[j]``.
+
+        ``weights`` (shape ``batch + (units,)``) are frequency weights: 0/1 selects units (e.g. one arm of a
+        simulated experiment), k counts a unit k times (a bootstrap resample).
+        """
         x = np.asarray(values, dtype=float)
         if x.ndim < 2 or x.shape[-1] != len(columns):
             raise ValueError(f"values must have shape (..., units, {len(columns)}), got {x.shape}")
-        n = np.full(x.shape[:-2], x.shape[-2], dtype=float)
-        return cls(tuple(columns), n, x.sum(axis=-2), np.matmul(np.swapaxes(x, -1, -2), x))
+        if weights is None:
+            n = np.full(x.shape[:-2], x.shape[-2], dtype=float)
+            return cls(tuple(columns), n, x.sum(axis=-2), np.matmul(np.swapaxes(x, -1, -2), x))
+        w = np.asarray(weights, dtype=float)
+        if w.shape != x.shape[:-1]:
+            raise ValueError(f"weights must have shape {x.shape[:-1]}, got {w.shape}")
+        wx = x * w[..., None]
+        return cls(tuple(columns), w.sum(axis=-1), wx.sum(axis=-2), np.matmul(np.swapaxes(wx, -1, -2), x))
 
     @classmethod
     def from_columns(cls, data: dict[str, np.ndarray]) -> Moments:

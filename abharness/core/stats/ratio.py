@@ -15,7 +15,7 @@ from statsmodels.stats.contrast import ContrastResults
 
 from abharness.core.stats.moments import Moments
 
-__all__ = ["RatioDiff", "TestOutcome", "ratio_estimate", "ratio_diff", "test_effect", "TestKind"]
+__all__ = ["RatioDiff", "TestOutcome", "ratio_estimate", "ratio_diff", "wald_test", "TestKind"]
 
 TestKind = Literal["welch", "z"]
 
@@ -151,7 +151,7 @@ def ratio_diff(
     )
 
 
-def test_effect(
+def wald_test(
     effect: np.ndarray | float,
     se: np.ndarray | float,
     *,
