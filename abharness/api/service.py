@@ -159,6 +159,15 @@ class ProxyService:
 
         Raises ``ControlUnavailable`` when control fails and ``QueueFull`` when the event queue rejects.
         """
+        try:
+            return await self._search(query, unit_id, k, context)
+        except ControlUnavailable:
+            self.metrics.search_requests.labels(self.config.control, self.config.mode, "error").inc()
+            raise
+
+    async def _search(
+        self, query: str, unit_id: str, k: int | None, context: Mapping[str, Any] | None
+    ) -> SearchOutcome:
         t0 = time.perf_counter()
         cfg, state = self.config, self.state
         k = k or cfg.k

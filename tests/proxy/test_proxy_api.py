@@ -283,11 +283,13 @@ async def test_control_failure_is_a_503_with_a_clear_body(corpus, store, writer)
     backends = {"baseline": DictBackend(corpus, name="baseline", fail=True),
                 "finetuned": DictBackend(corpus, name="finetuned")}
     for mode in ("ab", "interleave", "shadow"):
-        app, _ = _app(make_config(mode=mode, weights={"baseline": 1.0, "finetuned": 0.0}), backends, store, writer)
+        app, registry = _app(make_config(mode=mode, weights={"baseline": 1.0, "finetuned": 0.0}), backends, store, writer)
         async with serving(app) as client:
             r = await client.post("/search", json={"query": "cell", "unit_id": "u1"})
         assert r.status_code == 503, (mode, r.text)
         assert r.json()["error"] == "control_unavailable" and "baseline" in r.json()["detail"]
+        assert _metric(registry, "abharness_search_requests_total",
+                       {"arm": "baseline", "mode": mode, "status": "error"}) == 1
     assert not store.impressions
 
 
