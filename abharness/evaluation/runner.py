@@ -110,14 +110,14 @@ def evaluate(
         raise ConfigError(f"data directory {data} does not exist; pass --data DIR holding scifact/, cranfield/, ...")
     console = console or Console(stderr=True)
     started = time.perf_counter()
+    for name in suite_obj.enabled_checks():  # fail before loading models or encoding when data are missing
+        _preflight(suite_obj, data, name)
     base_enc, base_spec = _load(baseline)
     cand_enc, cand_spec = _load(candidate)
     if manifest is None:
         manifest = _read_manifest(cand_spec)
     ctx = Context(suite=suite_obj, data_dir=data, models={"baseline": base_enc, "candidate": cand_enc},
                   cache_dir=cache_dir, progress=progress, console=console, manifest=manifest)
-    for name in suite_obj.enabled_checks():  # fail before any encoding when a data set is missing
-        _preflight(ctx, name)
     timings: dict[str, float] = {"load_models": time.perf_counter() - started}
     results: dict[str, dict[str, Any]] = {}
     enabled = [n for n in _ORDER if n in suite_obj.enabled_checks()]
@@ -180,8 +180,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _preflight(ctx: Context, name: str) -> None:
-    s = ctx.suite
+def _preflight(s: Suite, data: Path, name: str) -> None:
+    from abharness.errors import DataError
+
     needed: list[str] = []
     if name in {"retrieval", "leakage", "geometry"}:
         needed.append(s.retrieval.dataset)
@@ -194,7 +195,11 @@ def _preflight(ctx: Context, name: str) -> None:
     if name in {"classification", "clustering", "maps"}:
         needed.append(getattr(s, name).dataset)
     for d in needed:
-        ctx.dataset_dir(d)
+        if not (data / d).exists():
+            raise DataError(
+                f"data set {d!r} (needed by the {name} check) not found at {data / d}; pass --data DIR whose "
+                f"sub-folders hold the data sets named in the suite, or disable the {name} check in the suite file"
+            )
     if name == "probes":
         from abharness.evaluation.probes import load_probes
 

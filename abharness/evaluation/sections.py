@@ -3,6 +3,7 @@ with at least ``verdict`` and ``headline``. Run in order by ``runner.evaluate``.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -293,10 +294,14 @@ def _project(x: np.ndarray, method: str, seed: int) -> np.ndarray:
 
         return TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca", metric="cosine",
                     random_state=seed).fit_transform(x)
-    import umap
+    with warnings.catch_warnings():
+        # umap warns at import that TensorFlow (ParametricUMAP) is absent, and at fit about seeded single-threading
+        warnings.simplefilter("ignore", ImportWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        import umap
 
-    return umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), min_dist=0.1, metric="cosine",
-                     random_state=seed, n_jobs=1).fit_transform(x)
+        return umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), min_dist=0.1, metric="cosine",
+                         random_state=seed, n_jobs=1).fit_transform(x)
 
 
 SECTIONS = {
