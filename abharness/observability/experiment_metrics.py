@@ -59,6 +59,7 @@ __all__ = [
     "snapshot_from_report",
     "start_experiment_metrics_job",
     "start_experiment_metrics_server",
+    "serve_experiment_metrics",
 ]
 
 log = logging.getLogger(__name__)
@@ -452,3 +453,42 @@ def start_experiment_metrics_server(
             f"cannot listen on {host}:{port} for the metrics exporter ({exc.strerror}); pick another port"
         ) from None
     return ExperimentMetricsServer(host, server.server_address[1], reg, job, server, thread)
+
+
+def serve_experiment_metrics(
+    store: Any,
+    experiment_id: str,
+    *,
+    interval_s: float,
+    port: int,
+    host: str = "127.0.0.1",
+    config: Any | None = None,
+    analyze: AnalyzeFn | None = None,
+    stop: threading.Event | None = None,
+    on_start: Callable[[ExperimentMetricsServer], None] | None = None,
+) -> int:
+    """Run the exporter in the foreground until SIGTERM/SIGINT (or ``stop`` is set); return the number of analyses.
+
+    This is the body of ``abharness analyze --serve-metrics`` (and ``abharness monitor``): the CLI parses its
+    options, opens the store, then calls this. ``on_start`` receives the running server (e.g. to print its URL).
+    """
+    import signal
+
+    stop = stop or threading.Event()
+    server = start_experiment_metrics_server(
+        store, experiment_id, interval_s=interval_s, port=port, host=host, config=config, analyze=analyze
+    )
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        if on_start is not None:
+            on_start(server)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.close()
+    return server.job.runs

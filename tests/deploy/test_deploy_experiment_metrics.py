@@ -252,3 +252,30 @@ def test_snapshot_of_an_interleaving_report(store) -> None:
     assert pref.lift == pytest.approx(report.interleaving.preference)
     assert pref.lift > 0 and pref.lift_lower is not None and pref.lift_lower > 0
     assert snap.srm_p_value is None and snap.decision == report.decision
+
+
+def test_serve_in_the_foreground_until_stopped(store) -> None:
+    import threading
+
+    from abharness.observability.experiment_metrics import serve_experiment_metrics
+
+    write_experiment(store, units=100, ctr={"baseline": 0.3, "finetuned": 0.3}, seed=2)
+    stop = threading.Event()
+    started: list = []
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(serve_experiment_metrics(
+        store, EXPERIMENT, interval_s=0.2, port=0, stop=stop, on_start=started.append)))
+    t.start()
+    try:
+        for _ in range(600):
+            if started and started[0].job.runs >= 2:
+                break
+            stop.wait(0.05)
+        text = httpx.get(started[0].url, timeout=10).text
+        assert "abharness_experiment_decision" in text
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive() and result[0] >= 2
+    with pytest.raises(httpx.TransportError):
+        httpx.get(started[0].url, timeout=2)
