@@ -115,3 +115,11 @@ def sqlite_store(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'events.db'}")
     yield store
     store.close()
+
+
+@pytest.fixture
+def sim():
+    """The helpers above (``--import-mode=importlib`` means test modules cannot import conftest directly)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(FakeStore=FakeStore, unit_rows=unit_rows, write_events=write_events)
