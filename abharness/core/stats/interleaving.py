@@ -83,7 +83,7 @@ def interleaving_test(
     m = Moments.from_columns({"pref": pref, "num": wt + ti / 2.0, "den": wt + wc + ti})
     n = float(m.n)
     mean = float(m.mean()[0]) if n > 0 else float("nan")
-    var = float(m.cov()[0, 0]) if n > 1 else float("nan")
+    var = max(float(m.cov()[0, 0]), 0.0) if n > 1 else float("nan")  # rounding can dip below 0
     se = float(np.sqrt(var / n)) if n > 1 else float("nan")
     t = wald_test(mean, se, df=n - 1, alpha=alpha, kind="welch")
     seq = msprt(mean, se, n, alpha=alpha, tuning_units=tuning_units)
