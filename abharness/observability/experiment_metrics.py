@@ -65,6 +65,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DECISIONS: tuple[str, ...] = ("ship", "keep-running", "rollback")
+_GAUGE_NAMES: tuple[str, ...] = (
+    "abharness_arm_info", "abharness_experiment_lift", "abharness_experiment_lift_lower",
+    "abharness_experiment_lift_upper", "abharness_experiment_p_value", "abharness_experiment_always_valid_p_value",
+    "abharness_experiment_arm_estimate", "abharness_experiment_srm_p_value", "abharness_experiment_decision",
+    "abharness_experiment_units", "abharness_experiment_analysis_timestamp_seconds",
+    "abharness_experiment_analysis_duration_seconds",
+)
 #: hard cap on distinct values per label, so a bug upstream cannot explode the series count.
 MAX_LABEL_VALUES = 64
 
@@ -146,8 +153,11 @@ class ExperimentMetrics(Collector):
         with self._lock:
             self._errors += 1
 
-    def describe(self) -> Iterable[GaugeMetricFamily]:
-        return []  # values are dynamic; describing nothing keeps registration free of side effects
+    def describe(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        """Empty families with every exported name, so a second registration on one registry is refused."""
+        yield CounterMetricFamily("abharness_experiment_analysis_errors", "")
+        for name in _GAUGE_NAMES:
+            yield GaugeMetricFamily(name, "")
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         with self._lock:

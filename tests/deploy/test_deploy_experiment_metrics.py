@@ -279,3 +279,15 @@ def test_serve_in_the_foreground_until_stopped(store) -> None:
     assert not t.is_alive() and result[0] >= 2
     with pytest.raises(httpx.TransportError):
         httpx.get(started[0].url, timeout=2)
+
+
+def test_registering_twice_on_one_registry_is_refused_and_names_match_describe() -> None:
+    registry = CollectorRegistry()
+    metrics = register_experiment_metrics(registry, roles={"a": "control", "b": "treatment"})
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        register_experiment_metrics(registry)
+    metrics.update(_snap("ship", (MetricSnapshot("ctr", 0.1, 0.0, 0.2, 0.01, 0.04, {"a": 0.3, "b": 0.4}),),
+                         {"a": 1, "b": 2}))
+    described = {f.name for f in metrics.describe()}
+    collected = {f.name for f in metrics.collect()}
+    assert collected == described

@@ -373,3 +373,14 @@ def test_rules_reference_the_scrape_job_names(deploy: SimpleNamespace) -> None:
     for _, expr in deploy.rule_exprs():
         for job in re.findall(r'job="([^"]+)"', expr):
             assert job in jobs
+
+
+def test_the_console_script_of_the_entrypoint_is_callable(deploy: SimpleNamespace) -> None:
+    """The image runs `abharness ...` (ENTRYPOINT): pyproject's console script must resolve to a function."""
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((deploy.REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, attr = scripts["abharness"].partition(":")
+    target = getattr(importlib.import_module(module), attr)
+    assert callable(target), f"console script abharness = {scripts['abharness']} resolves to {target!r}"
