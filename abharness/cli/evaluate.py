@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from abharness.errors import AbharnessError
 
@@ -53,7 +54,7 @@ def evaluate_command(
         report = evaluate(baseline, candidate, suite_obj, out, data_dir=data_dir, progress=progress, console=console,
                           render_html=html)
     except AbharnessError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE_ERROR) from exc
     print_summary(report.to_dict(), out_console, out_dir=str(out))
     if report.failed:

@@ -83,6 +83,7 @@ def comparison_dict(
         "primary_metric": primary,
         "metrics": rows,
         "worst_queries": worst_rows,
+        "query_ids": list(base.query_ids),
         "per_query_delta": [float(x) for x in d],
         "verdict": primary_row["verdict"],
         "all_metrics_verdict": combine_verdicts([r["verdict"] for r in rows]),

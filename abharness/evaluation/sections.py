@@ -120,6 +120,7 @@ def leakage(ctx: Context) -> dict[str, Any]:
         n_resamples=s.n_resamples, seed=s.seed, alpha=s.alpha, worst=0, exclude=res.leaked_query_ids,
     )
     clean.pop("per_query_delta", None)
+    clean.pop("query_ids", None)
     case = lambda c: {k: getattr(c, k) for k in ("query_id", "query", "kind", "train_query_id", "train_query", "cosine")}  # noqa: E731
     verdict = "fail" if res.failed else "pass"
     return {

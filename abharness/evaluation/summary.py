@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["print_summary", "summary_lines"]
 
@@ -26,7 +27,7 @@ def print_summary(payload: dict[str, Any], console: Console, *, out_dir: str | N
     table.add_column("finding")
     for name, c in payload["checks"].items():
         style = _STYLE.get(c["verdict"], "white")
-        table.add_row(name, f"[{style}]{c['verdict'].upper()}[/]", c["headline"])
+        table.add_row(name, Text(c["verdict"].upper(), style=style), Text(c["headline"]))
     console.print(table)
     console.print(f"total {payload['timings'].get('total', 0):.1f}s" + (f" · report in {out_dir}" if out_dir else ""))
     if payload["failed"]:

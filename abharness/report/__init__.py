@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from abharness.report.html import Page, figure_html, kv_table, table_html, verdict_badge, write_page
+from abharness.report.html import Html, Page, figure_html, kv_table, table_html, verdict_badge, write_page
 
-__all__ = ["Page", "figure_html", "kv_table", "table_html", "verdict_badge", "write_page"]
+__all__ = ["Html", "Page", "figure_html", "kv_table", "table_html", "verdict_badge", "write_page"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Page", "figure_html", "table_html", "kv_table", "verdict_badge", "write_page", "esc", "fmt"]
+__all__ = ["Html", "Page", "figure_html", "table_html", "kv_table", "verdict_badge", "write_page", "esc", "fmt"]
 
 PLOTLY_JS = "plotly.min.js"
 
@@ -33,6 +33,10 @@ text-align:right}th{background:#f6f8fa}td.l,th.l{text-align:left}
 """
 
 
+class Html(str):
+    """Trusted markup: table cells of this type are inserted as is; every other value is escaped."""
+
+
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -48,16 +52,16 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def verdict_badge(verdict: str) -> str:
-    return f'<span class="badge {esc(verdict)}">{esc(verdict)}</span>'
+def verdict_badge(verdict: str) -> Html:
+    return Html(f'<span class="badge {esc(verdict)}">{esc(verdict)}</span>')
 
 
 def table_html(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, left: Sequence[int] = (0,)) -> str:
-    """An HTML table; cells are escaped unless they are already HTML (``str`` starting with ``<``)."""
+    """An HTML table; cells are escaped unless they are ``Html`` (trusted markup such as a verdict badge)."""
 
     def cell(i: int, v: Any, tag: str) -> str:
         cls = ' class="l"' if i in left else ""
-        text = v if isinstance(v, str) and v.startswith("<") else esc(fmt(v))
+        text = v if isinstance(v, Html) else esc(fmt(v))
         return f"<{tag}{cls}>{text}</{tag}>"
 
     head = "".join(cell(i, h, "th") for i, h in enumerate(headers))

@@ -1,0 +1,59 @@
+"""Hypothesis properties of the metric and significance cores, and HTML helper escaping."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from abharness.core.irmetrics import compute
+from abharness.core.significance import holm, paired_randomization_test
+from abharness.report.html import Page, table_html
+
+docs = st.sampled_from([f"d{i}" for i in range(12)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    qrels=st.dictionaries(docs, st.integers(0, 3), min_size=1, max_size=6),
+    ranking=st.lists(docs, unique=True, max_size=12),
+)
+def test_metrics_lie_in_unit_interval_and_perfect_is_max(qrels: dict, ranking: list) -> None:
+    metrics = ["ndcg@5", "recall@5", "map@10", "mrr@10", "precision@5", "hit_rate@3"]
+    got = compute({"q": ranking}, {"q": qrels}, metrics)
+    if not any(g >= 1 for g in qrels.values()):
+        assert all(v.size == 0 for v in got.values())
+        return
+    ideal = sorted(qrels, key=lambda d: -qrels[d])
+    best = compute({"q": ideal}, {"q": qrels}, metrics)
+    for m in metrics:
+        assert 0.0 <= got[m][0] <= 1.0 + 1e-12
+        assert got[m][0] <= best[m][0] + 1e-12 or m.startswith("precision")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=40), st.integers(0, 5))
+def test_randomization_p_is_symmetric_and_bounded(pairs: list, seed: int) -> None:
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    p_ab = paired_randomization_test(a, b, n_resamples=300, seed=seed)
+    p_ba = paired_randomization_test(b, a, n_resamples=300, seed=seed)
+    assert 0.0 < p_ab <= 1.0
+    assert p_ab == p_ba  # swapping the systems flips every difference: same |statistic|, same null
+
+
+@given(st.lists(st.floats(0, 1), max_size=10))
+def test_holm_is_monotone_and_dominates_raw(p: list) -> None:
+    adj = holm(p)
+    assert np.all(adj >= np.asarray(p) - 1e-15) and np.all(adj <= 1.0)
+    order = np.argsort(p, kind="stable")
+    assert np.all(np.diff(adj[order]) >= -1e-15)
+
+
+def test_html_helpers_escape_text() -> None:
+    html = table_html(["q"], [["<script>alert(1)</script>"], [None], [0.5]])
+    assert "<script>alert" not in html and "&lt;script&gt;" in html and "—" in html and "0.5000" in html
+    page = Page("t & t")
+    page.section("s", "S <1>", "<p>body</p>", verdict="improved", headline="a < b")
+    doc = page.render()
+    assert "t &amp; t" in doc and "S &lt;1&gt;" in doc and "a &lt; b" in doc and 'data-section="s"' in doc
