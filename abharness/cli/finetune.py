@@ -1,0 +1,60 @@
+"""``abharness finetune``: make the candidate model from the baseline and the train qrels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from abharness.errors import AbharnessError
+
+__all__ = ["register"]
+
+EXIT_USAGE_ERROR = 2
+
+
+def finetune_command(
+    data: Annotated[Path, typer.Option(help="BEIR data directory (corpus.jsonl[.gz], queries.jsonl, qrels/).")],
+    out: Annotated[Path, typer.Option(help="Output model directory (sentence-transformers layout + manifest).")],
+    base: Annotated[str, typer.Option(help="Base model: 'minilm' (built in), a model directory or a hub id.")] = "minilm",
+    split: Annotated[str, typer.Option(help="Qrels split whose (query, relevant doc) pairs are trained on.")] = "train",
+    epochs: Annotated[int, typer.Option(help="Passes over the training pairs.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step (in-batch negatives: larger is harder).")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, 10% linear warm-up, linear decay).")] = 5e-5,
+    max_seq_length: Annotated[
+        int, typer.Option(help="Token truncation while training (the saved model keeps the base model's length).")
+    ] = 128,
+    hard_negatives: Annotated[
+        int, typer.Option(help="Hard negatives per pair mined with the base model (0 = in-batch negatives only).")
+    ] = 0,
+    max_pairs: Annotated[int | None, typer.Option(help="Train on a seeded random subset of this many pairs.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for batch order, negative sampling, dropout.")] = 42,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Fine-tune BASE with MultipleNegativesRankingLoss on the SPLIT qrels of DATA; write the model and
+    abharness_manifest.json (base fingerprint, data hash, query/doc ids used, hyperparameters) into OUT."""
+    from abharness.finetune import FinetuneParams, finetune
+
+    console = Console()
+    try:
+        params = FinetuneParams(
+            epochs=epochs, batch_size=batch_size, lr=lr, max_seq_length=max_seq_length,
+            hard_negatives=hard_negatives, max_pairs=max_pairs,
+        )
+        manifest = finetune(data, base=base, out_dir=out, split=split, params=params, seed=seed,
+                            overwrite=overwrite, progress=progress)
+    except AbharnessError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_USAGE_ERROR) from None
+    console.print(
+        f"[green]wrote[/] {out}  fingerprint {manifest.fingerprint} (base {manifest.base_fingerprint})  "
+        f"{len(manifest.pairs)} pairs, {len(manifest.query_ids)} queries  loss/epoch {manifest.train_loss}  "
+        f"{manifest.wall_seconds:.1f}s"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune_command)
