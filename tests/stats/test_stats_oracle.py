@@ -233,3 +233,12 @@ def test_compare_metric_zero_variance_is_a_diagnostic_not_a_crash():
     assert math.isnan(c2.p_value) and c2.diagnostics
     spec = MetricSpec("x", "x", "clicked_impressions", "impressions", True)
     assert compare_metric(m, m, spec, control_name="a", treatment_name="b").lift == 0.0
+
+
+def test_poisson_table_draws_match_poisson_one():
+    from abharness.core.stats.bootstrap import poisson1
+
+    draws = poisson1(np.random.default_rng(0), (200_000,))
+    observed = np.bincount(draws.astype(int), minlength=8)[:8] / draws.size
+    np.testing.assert_allclose(observed, stats.poisson.pmf(np.arange(8), 1.0), atol=0.003)
+    assert draws.mean() == pytest.approx(1.0, abs=0.01) and draws.var() == pytest.approx(1.0, abs=0.02)

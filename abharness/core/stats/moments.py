@@ -17,6 +17,11 @@ import numpy as np
 __all__ = ["Moments"]
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # einsum without BLAS: a multi-threaded BLAS on a busy machine was 10-30x slower and erratic for this shape
+    return np.einsum("...ui,...uj->...ij", a, b, optimize=False)
+
+
 @dataclass(frozen=True, eq=False)
 class Moments:
     """n, column sums and cross-products of per-unit values for named columns (one row per unit)."""
@@ -38,12 +43,12 @@ class Moments:
             raise ValueError(f"values must have shape (..., units, {len(columns)}), got {x.shape}")
         if weights is None:
             n = np.full(x.shape[:-2], x.shape[-2], dtype=float)
-            return cls(tuple(columns), n, x.sum(axis=-2), np.matmul(np.swapaxes(x, -1, -2), x))
+            return cls(tuple(columns), n, x.sum(axis=-2), _cross(x, x))
         w = np.asarray(weights, dtype=float)
         if w.shape != x.shape[:-1]:
             raise ValueError(f"weights must have shape {x.shape[:-1]}, got {w.shape}")
         wx = x * w[..., None]
-        return cls(tuple(columns), w.sum(axis=-1), wx.sum(axis=-2), np.matmul(np.swapaxes(wx, -1, -2), x))
+        return cls(tuple(columns), w.sum(axis=-1), wx.sum(axis=-2), _cross(wx, x))
 
     @classmethod
     def from_columns(cls, data: dict[str, np.ndarray]) -> Moments:
