@@ -1,0 +1,45 @@
+"""``abharness demo``: the whole story in one command (see ``abharness.demo``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from abharness.errors import AbharnessError
+
+__all__ = ["register"]
+
+EXIT_USAGE_ERROR = 2
+
+
+def demo_command(
+    data: Annotated[Path, typer.Option(help="Data root holding scifact/ (e.g. ../shared/data).")],
+    out: Annotated[Path, typer.Option(help="Output directory for reports, the event log and summary.json.")],
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny slice and short runs (a few minutes; used in CI).")] = False,
+    artifacts: Annotated[Optional[Path], typer.Option(
+        help="Where models/ and indexes/ are reused or built (default: ./artifacts; with --quick: OUT/artifacts).")] = None,
+    click_model: Annotated[str, typer.Option(help="Simulated users: pbm, cascade or dbn.")] = "dbn",
+    preset: Annotated[str, typer.Option(help="Click/stop probabilities: navigational, informational, perfect.")] = "navigational",
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+) -> None:
+    """Fine-tune (or reuse) -> build both indexes -> offline evaluation -> proxy with a 50/50 split -> simulated
+    users -> analyze -> replay -> interleaving run -> one HTML report and a terminal summary of whether the
+    offline, replay, A/B and interleaving verdicts agree and how much traffic each needed."""
+    from abharness.demo import DemoOptions, run_demo
+
+    err = Console(stderr=True)
+    try:
+        kw = dict(artifacts=artifacts, click_model=click_model, preset=preset, seed=seed)
+        opts = DemoOptions.quick_defaults(data, out, **kw) if quick else DemoOptions(data=data, out=out, **kw)
+        run_demo(opts, Console())
+    except AbharnessError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE_ERROR) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` to the ``abharness`` command."""
+    app.command("demo")(demo_command)
