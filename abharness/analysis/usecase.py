@@ -150,7 +150,9 @@ def analyze(
         by_treatment[first] = _bootstrap(table, control, first, by_treatment[first], opts, diagnostics)
 
     # 4. power, segments, time series
-    power = tuple(_power(table, control, t, by_treatment[t][opts.primary], opts, weights) for t in treatments)
+    power_metrics = [m for m in dict.fromkeys((opts.primary, "ctr", "mrr")) if m in names]
+    power = tuple(_power(table, control, t, by_treatment[t][m], opts, weights) for t in treatments
+                  for m in power_metrics)
     segments = ()
     if segment is not None:
         say(f"breakdown by segment {segment!r}")

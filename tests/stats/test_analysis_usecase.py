@@ -179,3 +179,17 @@ def test_options_are_validated():
     with pytest.raises(ConfigError, match="primary metric 'x'"):
         AnalysisOptions(primary="x").validated()
     assert PrePeriod().modes == ("shadow",)
+
+
+def test_power_summary_for_ctr_and_mrr_with_design_effect_and_days(sim):
+    rng = np.random.default_rng(9)
+    rows = sim.unit_rows(rng, 3000, concentration=2.0)  # strongly heterogeneous users
+    report = analyze(_fake(sim, rows), "exp", options=AnalysisOptions(bootstrap_samples=0, timeseries_points=0,
+                                                                     target_relative_mde=0.05))
+    by_metric = {p.metric: p for p in report.power}
+    assert set(by_metric) == {"ctr", "mrr"}
+    ctr = by_metric["ctr"]
+    assert ctr.design_effect > 1.5  # repeated users inflate the per-impression variance
+    assert ctr.required_units > ctr.current_units and ctr.days_still_needed > 0
+    assert ctr.units_per_day == pytest.approx(3000 / 7, rel=0.05)  # units arrive over 7 days in unit_rows
+    assert 0 < ctr.power_now < 0.8 and ctr.mde_relative > 0.05
