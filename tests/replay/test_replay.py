@@ -102,3 +102,21 @@ def test_coec_hand_worked() -> None:
     assert coec["q"]["a"] == pytest.approx(2.0)
     assert coec["r"]["d"] == pytest.approx(2.0)
     assert qrels == {"q": {"a": 2}, "r": {"d": 2}}
+
+
+def test_sample_is_seeded_and_sized(logged_ab, store, toy, make_backends) -> None:
+    corpus, _, _ = toy
+    kw = dict(control="baseline", treatment="finetuned", sample=50, seed=3)
+    a = replay(store, logged_ab[0].experiment_id, make_backends(corpus), **kw)
+    b = replay(store, logged_ab[0].experiment_id, make_backends(corpus), **kw)
+    assert a.impressions == 50 and a.to_dict() == b.to_dict()
+
+
+def test_agreement_classification() -> None:
+    from abharness.replay.agreement import classify
+
+    assert classify((0.1, 0.05, 0.15), (0.02, 0.01, 0.03)) == (True, pytest.approx(5.0), "agree")
+    assert classify((0.1, 0.05, 0.15), (-0.02, -0.03, -0.01))[2] == "disagree"
+    assert classify((0.1, -0.05, 0.25), (0.02, 0.01, 0.03))[2] == "same direction, not both significant"
+    assert classify((-0.1, -0.25, 0.05), (0.02, 0.01, 0.03))[2] == "opposite direction, not both significant"
+    assert classify((float("nan"), 0, 0), (0.02, 0.01, 0.03))[2] == "n/a"
