@@ -1,0 +1,184 @@
+"""Benchmark: events per second the background EventWriter sustains into each store, side by side in one run.
+
+    .venv/bin/python loadtest/bench_store.py [--events 100000] [--batch-size 500] [--pg-url postgresql://...]
+                                             [--aggregate]
+
+Rows printed:
+  sqlite      1 writer process  -> a fresh SQLite file (WAL, synchronous=NORMAL)
+  postgresql  1 writer process  -> a fresh PostgreSQL database
+  postgresql  2 writer processes (two proxy replicas) -> the same database, at the same time
+
+Each writer process pre-builds its events (proxy-like: impressions with 10 ranked results and fingerprints, 30%
+followed by a click), then, once every process is ready, submits them all and closes the writer (close() returns
+when everything accepted is committed). Throughput = events committed / wall time from the common start to the
+last writer's close(). The queue is sized to hold all events, so nothing is dropped and the figure is the
+store-bound commit rate, not the producer's speed. Commit latency per batch comes from the writer's
+``on_write_seconds`` hook (what the proxy's ``abharness_store_write_seconds`` histogram sees).
+
+PostgreSQL: by default a fresh database on 127.0.0.1:5432 (dropped afterwards); when nothing answers there, a
+throw-away cluster with fsync on (so the figures include real commits). ``--aggregate`` also times
+``unit_aggregates`` over what was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def make_events(n: int, *, seed: str) -> list:
+    """``n`` proxy-like events: impressions (10 results, fingerprints, context) and clicks on 30% of them."""
+    import random
+
+    from abharness.core.events import Click, Impression, ShownResult
+
+    rng = random.Random(seed)
+    events: list = []
+    i = 0
+    t = 1_700_000_000.0
+    fp = {"baseline": {"model": "a" * 16, "index": "b" * 16}}
+    while len(events) < n:
+        i += 1
+        t += 0.001
+        arm = "baseline" if rng.random() < 0.5 else "finetuned"
+        imp_id = f"{seed}-{i}"
+        unit = f"user-{rng.randrange(50_000)}"
+        results = tuple(ShownResult(f"doc-{rng.randrange(5000)}", p, 1.0 - p / 20, None) for p in range(1, 11))
+        events.append(
+            Impression(imp_id, "bench", t, unit, arm, "ab", "a typical query of a few words", 10, results,
+                       fingerprints=fp, latency_ms=rng.uniform(5, 40), context={"device": "mobile"})
+        )
+        if len(events) < n and rng.random() < 0.3:
+            pos = rng.randrange(1, 11)
+            events.append(Click(imp_id, "bench", unit, arm, t + 2.0, results[pos - 1].doc_id, pos))
+    return events
+
+
+def writer_process(url: str, n: int, batch_size: int, seed: str, ready, go, out) -> None:
+    """One replica's writer: build events, wait for the common start, submit all, close, report."""
+    from abharness.stores import open_store
+    from abharness.stores.writer import EventWriter
+
+    events = make_events(n, seed=seed)
+    store = open_store(url)
+    commits: list[float] = []
+    writer = EventWriter(store, max_queue=n + 1, batch_size=batch_size, flush_interval_s=0.05,
+                         on_write_seconds=commits.append).start()
+    ready.put(os.getpid())
+    go.wait()
+    t0 = time.perf_counter()
+    accepted = sum(writer.submit(e) for e in events)
+    lost = writer.close(timeout_s=600)
+    t1 = time.perf_counter()
+    out.put({"t0": t0, "t1": t1, "accepted": accepted, "lost": lost, "stored": writer.stored,
+             "dropped": writer.dropped, "commits": commits, "wall_start": time.time() - (t1 - t0)})
+    store.close()
+
+
+def run(url: str, writers: int, n: int, batch_size: int) -> dict:
+    """Run ``writers`` writer processes into ``url`` at once; aggregate their figures."""
+    ctx = mp.get_context("spawn")
+    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=writer_process, args=(url, n, batch_size, uuid.uuid4().hex[:8], ready, go, out))
+             for _ in range(writers)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=600)
+    start = time.time()
+    go.set()
+    results = [out.get(timeout=1200) for _ in procs]
+    end = time.time()
+    for p in procs:
+        p.join()
+    commits = sorted(c for r in results for c in r["commits"])
+    stored = sum(r["stored"] for r in results)
+    return {
+        "writers": writers,
+        "events": stored,
+        "seconds": end - start,
+        "rate": stored / (end - start),
+        "lost": sum(r["lost"] for r in results),
+        "dropped": sum(r["dropped"] for r in results),
+        "batches": len(commits),
+        "commit_ms_p50": 1000 * statistics.median(commits) if commits else float("nan"),
+        "commit_ms_p99": 1000 * commits[int(0.99 * (len(commits) - 1))] if commits else float("nan"),
+    }
+
+
+def time_aggregate(url: str) -> tuple[int, float]:
+    from abharness.stores import open_store
+
+    store = open_store(url)
+    t0 = time.perf_counter()
+    n = sum(1 for _ in store.unit_aggregates("bench"))
+    dt = time.perf_counter() - t0
+    store.close()
+    return n, dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=100_000, help="events per writer process")
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--pg-url", default=None, help="admin URL of a PostgreSQL server (a fresh database is made)")
+    ap.add_argument("--aggregate", action="store_true", help="also time unit_aggregates over the written events")
+    args = ap.parse_args()
+
+    from abharness.stores.pgtemp import TempCluster, create_database, drop_database, server_answers
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="abh_bench_") as tmp:
+        sqlite_url = f"sqlite:///{Path(tmp) / 'events.db'}"
+        rows.append(("sqlite", run(sqlite_url, 1, args.events, args.batch_size), sqlite_url))
+
+        cluster = None
+        admin = args.pg_url or SYSTEM_PG
+        if not server_answers(admin):
+            if args.pg_url:
+                sys.exit(f"no PostgreSQL answers at {args.pg_url}")
+            cluster = TempCluster(fsync=True).start()
+            admin = cluster.url()
+        base = admin.rsplit("/", 1)[0]
+        made = []
+        try:
+            for writers in (1, 2):
+                name = create_database(admin, prefix="abh_bench")
+                made.append(name)
+                url = f"{base}/{name}"
+                rows.append(("postgresql", run(url, writers, args.events, args.batch_size), url))
+            print(f"\nEventWriter throughput ({args.events} events per writer process, batch_size "
+                  f"{args.batch_size}; {os.cpu_count()} CPUs; PostgreSQL at {base.split('@')[-1]}"
+                  f"{' (throw-away cluster)' if cluster else ''})")
+            print(f"{'store':<11}{'writers':>8}{'events':>10}{'seconds':>9}{'events/s':>11}"
+                  f"{'batches':>9}{'commit p50 ms':>15}{'commit p99 ms':>15}{'dropped':>9}{'lost':>6}")
+            for store, r, _ in rows:
+                print(f"{store:<11}{r['writers']:>8}{r['events']:>10}{r['seconds']:>9.2f}{r['rate']:>11,.0f}"
+                      f"{r['batches']:>9}{r['commit_ms_p50']:>15.2f}{r['commit_ms_p99']:>15.2f}"
+                      f"{r['dropped']:>9}{r['lost']:>6}")
+            if args.aggregate:
+                print("\nunit_aggregates over the written events (SQL-side):")
+                for store, r, url in rows:
+                    n, dt = time_aggregate(url)
+                    print(f"  {store:<11} {r['writers']} writer(s): {n} unit rows in {dt:.2f} s")
+        finally:
+            for name in made:
+                drop_database(admin, name)
+            if cluster is not None:
+                cluster.cleanup()
+
+
+if __name__ == "__main__":
+    main()
