@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from abharness.errors import AbharnessError, ConfigError
@@ -18,7 +19,7 @@ KINDS = ("beir", "stsb", "sick", "trec")
 
 
 def _fail(exc: AbharnessError) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(EXIT_USAGE_ERROR)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from abharness.errors import AbharnessError
 
@@ -38,7 +39,7 @@ def finetune_command(
     abharness_manifest.json (base fingerprint, data hash, query/doc ids used, hyperparameters) into OUT."""
     from abharness.finetune import FinetuneParams, finetune
 
-    console = Console()
+    console = Console(soft_wrap=True)
     try:
         params = FinetuneParams(
             epochs=epochs, batch_size=batch_size, lr=lr, max_seq_length=max_seq_length,
@@ -47,7 +48,7 @@ def finetune_command(
         manifest = finetune(data, base=base, out_dir=out, split=split, params=params, seed=seed,
                             overwrite=overwrite, progress=progress)
     except AbharnessError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(EXIT_USAGE_ERROR) from None
     console.print(
         f"[green]wrote[/] {out}  fingerprint {manifest.fingerprint} (base {manifest.base_fingerprint})  "

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from abharness.errors import AbharnessError
@@ -18,7 +19,7 @@ EXIT_USAGE_ERROR = 2
 
 
 def _fail(exc: AbharnessError) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(EXIT_USAGE_ERROR)
 
 
@@ -47,7 +48,7 @@ def build_command(
         )
     except AbharnessError as exc:
         raise _fail(exc) from None
-    Console().print(
+    Console(soft_wrap=True).print(
         f"[green]wrote[/] {out}  {manifest.kind} index of {manifest.num_docs} docs x {manifest.dim}  model "
         f"{manifest.model_fingerprint}  index {manifest.index_fingerprint}  encode {manifest.encode_seconds:.1f}s  "
         f"total {manifest.build_seconds:.1f}s"
