@@ -223,10 +223,12 @@ class PostgresStore:
     def _ensure_staging(self, conn: psycopg.Connection[Any]) -> None:
         if conn in self._staged:
             return
-        for table, _, _ in _TABLES:
+        for table, columns, _ in _TABLES:
+            # Column types only: no defaults (audit.id's would tie the temp table to the schema's sequence) and
+            # no constraints (the INSERT into the real table checks them, inside the same transaction).
             conn.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS stage_{table}_v{LATEST_VERSION} "
-                f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                f"CREATE TEMP TABLE IF NOT EXISTS stage_{table}_v{LATEST_VERSION} ON COMMIT DELETE ROWS "
+                f"AS SELECT {', '.join(columns)} FROM {table} WITH NO DATA"
             )
         conn.commit()  # the temp tables must outlive a rolled-back batch
         self._staged.add(conn)
