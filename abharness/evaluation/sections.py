@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from abharness.core.significance import PairedComparison, compare_paired
-from abharness.data import load_beir, load_sick, load_stsb, load_trec
+from abharness.data import load_beir, load_sick, load_stsb, load_trec, slice_dataset
 from abharness.errors import DataError
 from abharness.evaluation import checks, geometry
 from abharness.evaluation.context import ROLES, Context
@@ -26,13 +26,27 @@ def _fmt_delta(name: str, base: float, cand: float, lo: float, hi: float, p: flo
     return f"{name} {base:.3f} -> {cand:.3f} ({cand - base:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}]{p_text})"
 
 
-def _load_retrieval(ctx: Context, name: str, split: str):
-    return load_beir(ctx.dataset_dir(name), split, empty_docs="keep")
+def _load_retrieval(ctx: Context, name: str, split: str, queries: int | None = None, distractors: int | None = None):
+    """A BEIR split, optionally sliced (``slice_dataset``: ``queries`` judged queries, all their judged documents and
+    ``distractors`` other documents, seeded) for quick runs. Memoised so every check sees the same slice."""
+    key = ("dataset", name, split, queries, distractors)
+    if key not in ctx.memo:
+        ds = load_beir(ctx.dataset_dir(name), split, empty_docs="keep")
+        if queries is not None or distractors is not None:
+            ds = slice_dataset(ds, queries or len(ds.queries), len(ds.corpus) if distractors is None else distractors,
+                               seed=ctx.suite.seed)
+        ctx.memo[key] = ds
+    return ctx.memo[key]
+
+
+def _in_domain(ctx: Context):
+    cfg = ctx.suite.retrieval
+    return _load_retrieval(ctx, cfg.dataset, cfg.split, cfg.sample_queries, cfg.sample_distractors)
 
 
 def retrieval(ctx: Context) -> dict[str, Any]:
     cfg, s = ctx.suite.retrieval, ctx.suite
-    ds = _load_retrieval(ctx, cfg.dataset, cfg.split)
+    ds = _in_domain(ctx)
     runs = {role: ctx.rank(role, ds, cfg.depth) for role in ROLES}
     base, cand = score_runs(runs["baseline"], runs["candidate"], ds.qrels, cfg.metrics)
     ctx.memo["retrieval_tables"] = (ds, base, cand)
@@ -60,7 +74,7 @@ def overfitting(ctx: Context) -> dict[str, Any]:
                                seed=s.seed)
     ood: dict[str, PairedComparison] = {}
     for item in cfg.sets:
-        ds = _load_retrieval(ctx, item.dataset, item.split)
+        ds = _load_retrieval(ctx, item.dataset, item.split, item.sample_queries, item.sample_distractors)
         runs = {role: ctx.rank(role, ds, ctx.suite.retrieval.depth) for role in ROLES}
         b, c = score_runs(runs["baseline"], runs["candidate"], ds.qrels, [primary])
         ood[f"{item.dataset}/{item.split}"] = compare_paired(
@@ -215,7 +229,7 @@ def clustering(ctx: Context) -> dict[str, Any]:
 
 def geometry_check(ctx: Context) -> dict[str, Any]:
     cfg, s = ctx.suite.geometry, ctx.suite
-    ds = _load_retrieval(ctx, s.retrieval.dataset, s.retrieval.split)
+    ds = _in_domain(ctx)
     pairs_q = [(q, d) for q in sorted(ds.qrels) for d, g in sorted(ds.qrels[q].items()) if g > 0]
     sts_item = s.sts.sets[0] if s.sts.sets else None
     sts_pairs = []

@@ -46,6 +46,10 @@ class RetrievalSuite(_Strict):
     primary_metric: str = "ndcg@10"
     depth: int = Field(100, ge=1, description="documents retrieved per query")
     worst_queries: int = Field(10, ge=0, description="how many most-hurt queries to list")
+    sample_queries: int | None = Field(None, ge=1, description="quick runs: keep this many judged queries")
+    sample_distractors: int | None = Field(
+        None, ge=0, description="quick runs: keep the judged docs plus this many other docs (smaller corpus)"
+    )
 
     @field_validator("metrics")
     @classmethod
@@ -112,6 +116,8 @@ class LeakageSuite(_Strict):
 class OODSet(_Strict):
     dataset: str
     split: str = "test"
+    sample_queries: int | None = Field(None, ge=1)
+    sample_distractors: int | None = Field(None, ge=0)
 
 
 class OverfittingSuite(_Strict):

@@ -164,3 +164,14 @@ def test_cli_unknown_check(tmp_path: Path, mini_data: Path) -> None:
     result = _cli("--baseline", "minilm", "--candidate", "minilm", "--data", str(mini_data), "--out",
                   str(tmp_path / "o"), "--only", "retrieval,vibes")
     assert result.exit_code == 2 and "vibes" in result.output and "retrieval" in result.output
+
+
+def test_quick_run_samples_the_in_domain_collection(mini_data: Path, eval_cache: Path, hash_encoder) -> None:
+    suite = load_suite(None, overrides={
+        "n_resamples": 200, "retrieval": {"sample_queries": 5, "sample_distractors": 10},
+        "overfitting": {"sets": [{"dataset": "cranfield", "sample_queries": 4, "sample_distractors": 5}]},
+        **{n: {"enabled": False} for n in ("sts", "classification", "clustering", "probes", "leakage", "maps")}})
+    report = evaluate(hash_encoder("a"), hash_encoder("b", 1), suite, None, data_dir=mini_data, progress=False)
+    assert report.checks["retrieval"]["n_queries"] == 5
+    assert report.checks["overfitting"]["sets"]["cranfield/test"]["n_queries"] == 4
+    assert report.checks["geometry"]["n_qrels_pairs"] >= 5
