@@ -190,7 +190,16 @@ def _pre_period(
     pre_until = pp.until if pp.until is not None else (since if since is not None else float(table.first_ts.min()))
     if not opts.cuped:
         return {}, CupedSummary(False, pre_exp, pp.since, pre_until, pp.modes, 0, table.rows, "CUPED switched off")
-    pre = load_pre_period(store, pre_exp, since=pp.since, until=pre_until, modes=pp.modes)
+    # A one-row probe first: an empty pre-period is the common case, and the aggregate query still scans every
+    # click of the experiment (its click side is not windowed), about 17 s on 10 M impressions.
+    probe = store.iter_impressions(pre_exp, since=pp.since, until=pre_until, batch_size=1)
+    try:
+        any_before = next(iter(probe), None) is not None
+    finally:
+        close = getattr(probe, "close", None)
+        if callable(close):
+            close()
+    pre = load_pre_period(store, pre_exp, since=pp.since, until=pre_until, modes=pp.modes) if any_before else {}
     with_history = sum(1 for u in table.unit_ids.tolist() if u in pre)
     if with_history == 0:
         note = (f"no unit has pre-period data in {pre_exp!r} modes {list(pp.modes)} before {pre_until}: CUPED not "

@@ -37,6 +37,14 @@ class FakeStore:
                 if (since is None or r.first_ts >= since) and (until is None or r.first_ts < until):
                     yield r
 
+    def iter_impressions(self, experiment_id: str, *, since: float | None = None, until: float | None = None,
+                         batch_size: int = 1000) -> Iterator[tuple[object, list]]:
+        # only the existence of rows matters to the analysis (a probe before the pre-period query)
+        for (e, _), rows in self.rows.items():
+            for r in rows:
+                if e == experiment_id and (since is None or r.first_ts >= since) and (until is None or r.first_ts < until):
+                    yield (r, [])
+
     def interleave_aggregates(self, experiment_id: str, *, since: float | None = None,
                               until: float | None = None) -> Iterator[InterleaveUnitAggregate]:
         yield from self.interleave.get(experiment_id, [])
