@@ -193,3 +193,17 @@ def test_power_summary_for_ctr_and_mrr_with_design_effect_and_days(sim):
     assert ctr.required_units > ctr.current_units and ctr.days_still_needed > 0
     assert ctr.units_per_day == pytest.approx(3000 / 7, rel=0.05)  # units arrive over 7 days in unit_rows
     assert 0 < ctr.power_now < 0.8 and ctr.mde_relative > 0.05
+
+
+def test_experiment_config_supplies_control_and_weights(sim):
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(control="control", weights={"control": 0.2, "treatment": 0.8},
+                          ordered_weights=lambda: {"control": 0.2, "treatment": 0.8})
+    opts = AnalysisOptions().with_config(cfg)
+    assert opts.control == "control" and opts.weights == {"control": 0.2, "treatment": 0.8}
+    rows = sim.unit_rows(np.random.default_rng(10), 4000)  # a 50/50 split against a configured 20/80
+    report = analyze(_fake(sim, rows), "exp", config=cfg, options=FAST)
+    assert report.srm.alarm and report.decision in ("keep-running", "rollback")
+    explicit = AnalysisOptions(weights={"control": 1, "treatment": 1}).with_config(cfg)
+    assert explicit.weights == {"control": 1, "treatment": 1}  # explicit options win over the config
