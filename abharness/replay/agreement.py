@@ -7,8 +7,8 @@ intervals and:
 - ``magnitude_ratio``: offline delta / online delta (only meaningful for the same metric on the same scale:
   click-label metrics against their online counterparts; for IR metrics it is a unit-free indication);
 - ``verdict``: ``agree`` (both intervals exclude 0 on the same side), ``disagree`` (both exclude 0 on opposite
-  sides), ``same direction, not both significant``, ``opposite direction, not both significant``, or
-  ``n/a`` (one side missing).
+  sides), ``same sign (n.s.)`` / ``opposite sign (n.s.)`` (n.s.: not both intervals exclude 0), or ``n/a`` (one side
+  missing).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def classify(off: tuple[float, float, float], on: tuple[float, float, float]) ->
     elif sign is None:
         verdict = "n/a"
     else:
-        verdict = "same direction, not both significant" if sign else "opposite direction, not both significant"
+        verdict = "same sign (n.s.)" if sign else "opposite sign (n.s.)"
     return sign, ratio, verdict
 
 

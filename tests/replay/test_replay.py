@@ -117,6 +117,6 @@ def test_agreement_classification() -> None:
 
     assert classify((0.1, 0.05, 0.15), (0.02, 0.01, 0.03)) == (True, pytest.approx(5.0), "agree")
     assert classify((0.1, 0.05, 0.15), (-0.02, -0.03, -0.01))[2] == "disagree"
-    assert classify((0.1, -0.05, 0.25), (0.02, 0.01, 0.03))[2] == "same direction, not both significant"
-    assert classify((-0.1, -0.25, 0.05), (0.02, 0.01, 0.03))[2] == "opposite direction, not both significant"
+    assert classify((0.1, -0.05, 0.25), (0.02, 0.01, 0.03))[2] == "same sign (n.s.)"
+    assert classify((-0.1, -0.25, 0.05), (0.02, 0.01, 0.03))[2] == "opposite sign (n.s.)"
     assert classify((float("nan"), 0, 0), (0.02, 0.01, 0.03))[2] == "n/a"
