@@ -21,7 +21,7 @@ import numpy as np
 
 from abharness.backends.base import BackendInfo, Hit
 from abharness.encoders.base import Encoder
-from abharness.errors import AbharnessError, BackendError, ConfigError
+from abharness.errors import AbharnessError, BackendError, ConfigError, FingerprintMismatch
 from abharness.index.faiss_index import FaissIndex
 
 __all__ = ["LocalBackend", "open_local_backend", "CacheStats"]
@@ -59,8 +59,6 @@ class LocalBackend:
         timeout_s: float = 60.0,
     ) -> None:
         if index.manifest.model_fingerprint != encoder.fingerprint:
-            from abharness.errors import FingerprintMismatch
-
             raise FingerprintMismatch(
                 f"index built with model fingerprint {index.manifest.model_fingerprint} cannot be served with model "
                 f"{encoder.name!r} ({encoder.fingerprint}); load the index with the model that built it"

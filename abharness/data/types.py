@@ -25,7 +25,8 @@ class RetrievalDataset:
     """A BEIR-layout collection with the qrels of one split.
 
     ``qrels`` maps query id -> {doc id: graded relevance (int, > 0 relevant)}; ``queries`` holds only the queries
-    of that split that have qrels. ``corpus_hash`` is a sha256 over the corpus file bytes (stable across loads).
+    of that split that have qrels. ``corpus_hash`` is ``abharness.data.corpus_hash(corpus)``: a sha256 over the
+    documents sorted by id (content-based: the same for corpus.jsonl and corpus.jsonl.gz, stable across loads).
     """
 
     name: str
