@@ -25,7 +25,6 @@ import gzip
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,17 @@ def scifact_queries(limit: int = 2000) -> list[str]:
         for line in fh:
             out.append(json.loads(line)["text"])
     return list(dict.fromkeys(out))[:limit]
+
+
+def build_scifact_index(out: Path) -> Path:
+    """Build a flat MiniLM index of the full SciFact corpus into ``out`` (embeddings cached per model + corpus)."""
+    from abharness.data import load_beir
+    from abharness.encoders.st import load_encoder
+    from abharness.index.faiss_index import build_index
+
+    ds = load_beir(DATA / "scifact", split="test")
+    build_index(load_encoder("minilm"), ds, out, progress=True)
+    return out
 
 
 def open_backend(index: Path | None, cache_size: int) -> tuple[Any, str]:
@@ -225,6 +235,7 @@ def main() -> None:
     p.add_argument("--cache-size", type=int, default=0, help="query-embedding LRU size (0: encode every request)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--writer-events", type=int, default=50_000)
+    p.add_argument("--fake", action="store_true", help="use the in-memory DictBackend instead of MiniLM + FAISS")
     p.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
@@ -237,6 +248,13 @@ def main() -> None:
         return
     levels = [int(c) for c in args.concurrency.split(",")]
     queries = scifact_queries()
+    tmp_index = None
+    if args.fake:
+        args.index = None
+    elif not args.index.is_dir():
+        tmp_index = tempfile.TemporaryDirectory()
+        print(f"{args.index} does not exist: building a temporary MiniLM index of SciFact for this run")
+        args.index = build_scifact_index(Path(tmp_index.name) / "scifact-minilm")
     backend, desc = open_backend(args.index, args.cache_size)
     print(f"backend: {desc}")
     print(f"machine: {os.cpu_count()} CPUs, load average before start {os.getloadavg()} (shared machine; the load "
@@ -278,6 +296,8 @@ def main() -> None:
     print(f"\nEventWriter -> SQLite (WAL), batch 500: {w['written']:.0f}/{w['n']} impressions written, "
           f"{w['events_per_s']:.0f} events/s sustained, submit {w['submit_us']:.1f} us/event, lost {w['lost']}")
     print(f"load average after: {os.getloadavg()}")
+    if tmp_index is not None:
+        tmp_index.cleanup()
 
 
 if __name__ == "__main__":

@@ -331,3 +331,24 @@ async def test_full_queue_rejects_when_configured(backends, store):
         assert (await client.post("/search", json={"query": "cell", "unit_id": "u1"})).status_code == 200
         r = await client.post("/search", json={"query": "cell", "unit_id": "u2"})
         assert r.status_code == 503 and r.json()["error"] == "event_queue_full"
+
+
+async def test_apps_are_independent_no_import_time_globals(backends, store):
+    # Two apps with their own default registries coexist (no "Duplicated timeseries"), and nothing is built
+    # before the lifespan runs.
+    a = create_app(make_config(), store=store, backends=backends, writer=InlineWriter(store))
+    b = create_app(make_config(), store=store, backends=backends, writer=InlineWriter(store))
+    assert a.state.registry is not b.state.registry
+    assert a.state.service is None
+    async with serving(a) as ca, serving(b) as cb:
+        assert (await ca.get("/readyz")).status_code == 200 and (await cb.get("/readyz")).status_code == 200
+        await ca.post("/search", json={"query": "cell", "unit_id": "u1"})
+        assert a.state.registry.get_sample_value(
+            "abharness_search_requests_total", {"arm": "baseline", "mode": "ab", "status": "ok"}
+        ) or a.state.registry.get_sample_value(
+            "abharness_search_requests_total", {"arm": "finetuned", "mode": "ab", "status": "ok"}
+        )
+        assert b.state.registry.get_sample_value(
+            "abharness_search_requests_total", {"arm": "baseline", "mode": "ab", "status": "ok"}
+        ) is None
+    assert a.state.service is None  # torn down by the lifespan
