@@ -29,6 +29,7 @@ __all__ = [
     "ExperimentConfig",
     "load_config",
     "parse_config",
+    "check_paths",
     "INSECURE_TOKENS",
 ]
 
@@ -46,7 +47,7 @@ class LocalBackendConfig(_Strict):
     """An in-process FAISS index + encoder."""
 
     kind: Literal["local"]
-    index: Path = Field(description="index directory built by `abharness index` (relative to the config file)")
+    index: Path = Field(description="index directory built by `abharness index build` (relative to the config file)")
     model: str = Field(description='encoder spec: "minilm", a sentence-transformers directory, or a hub id')
     cache_size: int = Field(10_000, ge=0, description="LRU cache of query embeddings")
     max_batch: int = Field(32, ge=1, description="largest micro-batch of concurrent queries")
@@ -256,3 +257,14 @@ def load_config(path: str | Path, *, insecure_dev: bool | None = None) -> Experi
     if isinstance(data, dict) and insecure_dev is not None:
         data = {**data, "insecure_dev": insecure_dev}
     return parse_config(data, source=str(p), base_dir=p.resolve().parent)
+
+
+def check_paths(config: ExperimentConfig) -> None:
+    """Refuse local arms whose index directory does not exist (``serve`` calls it before binding a port)."""
+    for i, arm in enumerate(config.arms):
+        b = arm.backend
+        if isinstance(b, LocalBackendConfig) and not b.index.is_dir():
+            raise ConfigError(
+                f"arms.{i}.backend.index: index directory {str(b.index)!r} of arm {arm.name!r} does not exist; "
+                "build it with `abharness index build` or fix the path (relative to the config file)"
+            )

@@ -49,7 +49,7 @@ def run_uvicorn(app: object, *, host: str, port: int, port_file: Path | None, lo
         tmp = port_file.with_suffix(port_file.suffix + ".tmp")
         tmp.write_text(str(actual))
         tmp.replace(port_file)
-    Console(stderr=True).print(f"listening on http://{host}:{actual}")
+    Console(stderr=True, soft_wrap=True).print(f"listening on http://{host}:{actual}")
     try:
         server.run(sockets=[sock])
     finally:
@@ -69,22 +69,23 @@ def serve_command(
 ) -> None:
     """Serve the A/B / interleaving / shadow proxy for the experiment in CONFIG. SIGTERM flushes the event log."""
     from abharness.api.app import create_app
-    from abharness.config import load_config
+    from abharness.config import check_paths, load_config
 
     try:
         cfg = load_config(config, insecure_dev=True if insecure_dev else None)
+        check_paths(cfg)
     except AbharnessError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(EXIT_USAGE_ERROR) from None
     if cfg.insecure_dev:
-        Console(stderr=True).print("[yellow]warning:[/] insecure development mode: do not expose this server")
+        Console(stderr=True, soft_wrap=True).print("[yellow]warning:[/] insecure development mode: do not expose this server")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_uvicorn(create_app(cfg), host=host or cfg.host, port=cfg.port if port is None else port,
                 port_file=port_file, log_level=log_level)
 
 
 def index_server_command(
-    index: Annotated[Path, typer.Option(help="Index directory built by `abharness index`.")],
+    index: Annotated[Path, typer.Option(help="Index directory built by `abharness index build`.")],
     model: Annotated[Optional[str], typer.Option(
         help="Encoder spec ('minilm', a model dir, a hub id); default: the model recorded in the index.")] = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
@@ -99,8 +100,8 @@ def index_server_command(
     from abharness.backends.local import open_local_backend
 
     if not index.is_dir():
-        Console(stderr=True).print(f"[bold red]error:[/] index directory {str(index)!r} does not exist; "
-                                   "build one with `abharness index`")
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] index directory {str(index)!r} does not exist; "
+                                   "build one with `abharness index build`")
         raise typer.Exit(EXIT_USAGE_ERROR)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_index_server_app(
