@@ -57,7 +57,7 @@ class SearchResponse(BaseModel):
 
 
 class ClickRequest(_Body):
-    impression_token: str = Field(min_length=1, max_length=16_384)
+    impression_token: str = Field(min_length=1, max_length=65_536)
     doc_id: str = Field(min_length=1, max_length=512)
     position: int = Field(ge=1, description="1-based position the doc was shown at")
     dwell_ms: float | None = Field(None, ge=0)
