@@ -79,11 +79,8 @@ def _load(model: Encoder | str) -> tuple[Encoder, str | None]:
 def _read_manifest(spec: str | None) -> Any:
     if spec is None or spec in {"minilm"} or not Path(spec).is_dir():
         return None
-    try:
-        from abharness.finetune import read_manifest
-    except ImportError:  # fine-tuning extras absent: read the JSON the fine-tuner wrote
-        file = Path(spec) / "abharness_manifest.json"
-        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+    from abharness.finetune import read_manifest
+
     return read_manifest(spec)
 
 

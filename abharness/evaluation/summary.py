@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 __all__ = ["print_summary", "summary_lines"]
@@ -20,15 +19,14 @@ def summary_lines(payload: dict[str, Any]) -> list[str]:
 
 
 def print_summary(payload: dict[str, Any], console: Console, *, out_dir: str | None = None) -> None:
-    table = Table(title=f"{payload['baseline']['name']} (baseline) vs {payload['candidate']['name']} (candidate)",
-                  show_lines=False, expand=True)
-    table.add_column("check", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
-    table.add_column("finding")
+    """Print the models, one ``check  VERDICT  headline`` line per check, the total time and a FAILED banner."""
+    console.print(Text(f"{payload['baseline']['name']} (baseline) vs {payload['candidate']['name']} (candidate)",
+                       style="bold"))
     for name, c in payload["checks"].items():
-        style = _STYLE.get(c["verdict"], "white")
-        table.add_row(name, Text(c["verdict"].upper(), style=style), Text(c["headline"]))
-    console.print(table)
+        line = Text(f"{name:<15}")
+        line.append(f"{c['verdict'].upper():<11}", style=_STYLE.get(c["verdict"], "white"))
+        line.append(c["headline"])
+        console.print(line, soft_wrap=True)
     console.print(f"total {payload['timings'].get('total', 0):.1f}s" + (f" · report in {out_dir}" if out_dir else ""))
     if payload["failed"]:
-        console.print("[bold red]FAILED:[/] a check failed (see the FAIL lines above)")
+        console.print(Text("FAILED: a check failed (see the FAIL line above)", style="bold red"))

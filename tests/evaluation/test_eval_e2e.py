@@ -175,3 +175,18 @@ def test_quick_run_samples_the_in_domain_collection(mini_data: Path, eval_cache:
     assert report.checks["retrieval"]["n_queries"] == 5
     assert report.checks["overfitting"]["sets"]["cranfield/test"]["n_queries"] == 4
     assert report.checks["geometry"]["n_qrels_pairs"] >= 5
+
+
+def test_malformed_dataset_names_file_and_line(mini_data: Path, tmp_path: Path, eval_cache: Path,
+                                               hash_encoder) -> None:
+    broken = tmp_path / "data"
+    broken.mkdir()
+    (broken / "scifact").mkdir()
+    for f in ("corpus.jsonl", "queries.jsonl"):
+        (broken / "scifact" / f).write_bytes((mini_data / "scifact" / f).read_bytes())
+    (broken / "scifact" / "qrels").mkdir()
+    (broken / "scifact" / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1 d1 1\n", encoding="utf-8")
+    suite = load_suite(None, overrides={n: {"enabled": False} for n in (
+        "sts", "classification", "clustering", "geometry", "probes", "leakage", "overfitting", "maps")})
+    with pytest.raises(DataError, match=r"qrels/test.tsv:2"):
+        evaluate(hash_encoder("a"), hash_encoder("b"), suite, None, data_dir=broken, progress=False)
