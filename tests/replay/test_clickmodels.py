@@ -107,3 +107,24 @@ def test_dwell_is_longer_on_relevant_clicks() -> None:
 def test_bad_parameters_raise_config_error(build) -> None:
     with pytest.raises(ConfigError):
         build()
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(np.int64, st.tuples(st.integers(1, 4), st.integers(1, 12)), elements=st.integers(-1, 3)),
+    st.sampled_from(["pbm", "cascade", "dbn"]),
+    st.sampled_from(["perfect", "navigational", "informational"]),
+)
+def test_click_probabilities_are_probabilities_and_cascade_sums_to_at_most_one(grades, kind, preset) -> None:
+    model = make_click_model(kind, preset=preset, max_grade=3)
+    p = model.click_probabilities(grades)
+    assert p.shape == grades.shape
+    assert np.all(p >= 0) and np.all(p <= 1)
+    assert np.all(p[grades < 0] == 0)
+    if kind == "cascade":  # one click at most: the marginals are disjoint events
+        assert np.all(p.sum(axis=1) <= 1 + 1e-12)
