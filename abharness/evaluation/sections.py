@@ -118,6 +118,11 @@ def leakage(ctx: Context) -> dict[str, Any]:
         train_queries = [(q, train.queries[q]) for q in ids if q in train.queries]
         notes.append(f"training query texts read from {path} split {split} ({len(train_queries)}/{len(ids)} found)")
         break
+    recorded = manifest_field(manifest, "fingerprint")
+    actual = ctx.models["candidate"].fingerprint
+    if recorded and recorded != actual:
+        notes.append(f"manifest fingerprint {recorded} differs from the candidate's {actual}: the manifest may "
+                     "describe another model")
     test_emb = train_emb = None
     if train_queries:
         test_emb = ctx.embed("baseline", list(test_queries.values()), key="leakage-test-queries")
