@@ -87,13 +87,24 @@ def open_backend(index: Path | None, cache_size: int) -> tuple[Any, str]:
     return DictBackend(corpus, name="bench"), f"DictBackend (word overlap, {len(corpus)} docs; no model: index missing)"
 
 
+Raw = tuple[list[float], float, int]  # latencies (s), elapsed (s), errors
+
+
+def pool(raws: list[Raw]) -> dict[str, float]:
+    """Latencies pooled over rounds; throughput = all requests / all measured time."""
+    lat = [x for r in raws for x in r[0]]
+    out = summarize(lat, sum(r[1] for r in raws))
+    out["errors"] = sum(r[2] for r in raws)
+    return out
+
+
 def summarize(lat: list[float], seconds: float) -> dict[str, float]:
     a = np.asarray(lat) * 1000.0
     return {"n": len(lat), "p50_ms": float(np.percentile(a, 50)) if len(a) else float("nan"),
             "p99_ms": float(np.percentile(a, 99)) if len(a) else float("nan"), "rps": len(lat) / seconds}
 
 
-def bench_inprocess(backend: Any, queries: list[str], k: int, concurrency: int, seconds: float) -> dict[str, float]:
+def bench_inprocess(backend: Any, queries: list[str], k: int, concurrency: int, seconds: float) -> Raw:
     lat: list[float] = []
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
@@ -117,10 +128,10 @@ def bench_inprocess(backend: Any, queries: list[str], k: int, concurrency: int, 
         t.start()
     for t in threads:
         t.join()
-    return summarize(lat, time.perf_counter() - t0)
+    return lat, time.perf_counter() - t0, 0
 
 
-async def _drive(base: str, queries: list[str], concurrency: int, seconds: float) -> tuple[dict[str, float], int]:
+async def _drive(base: str, queries: list[str], concurrency: int, seconds: float) -> Raw:
     import httpx
 
     lat: list[float] = []
@@ -144,14 +155,14 @@ async def _drive(base: str, queries: list[str], concurrency: int, seconds: float
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
         elapsed = time.perf_counter() - t0
-    return summarize(lat, elapsed), errors
+    return lat, elapsed, errors
 
 
 def start_proxy(args: argparse.Namespace, logging_on: bool, db: Path) -> tuple[subprocess.Popen, str]:
     port_file = db.with_suffix(".port")
     port_file.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--serve-child", "--db", str(db), "--port-file", str(port_file),
-           "--cache-size", str(args.cache_size), "--k", str(args.k)]
+           "--cache-size", str(args.cache_size), "--k", str(args.k), "--torch-threads", str(args.torch_threads)]
     if args.index:
         cmd += ["--index", str(args.index)]
     if not logging_on:
@@ -181,6 +192,7 @@ def serve_child(args: argparse.Namespace) -> None:
     from abharness.cli.serve import run_uvicorn
     from abharness.testing.configs import make_config
 
+    set_threads(args.torch_threads)
     backend, _ = open_backend(args.index, args.cache_size)
     cfg = make_config(
         experiment_id="bench", k=args.k, store_url=f"sqlite:///{args.db}",
@@ -191,6 +203,14 @@ def serve_child(args: argparse.Namespace) -> None:
     app = create_app(cfg, backends={"baseline": backend, "finetuned": backend})
     run_uvicorn(app, host="127.0.0.1", port=0, port_file=args.port_file, log_level="warning")
     backend.close()
+
+
+def set_threads(n: int) -> None:
+    """Pin torch's intra-op threads (OpenMP spin-waits badly when a shared machine is oversubscribed)."""
+    if n > 0:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def metric_value(text: str, name: str) -> float:
@@ -235,6 +255,8 @@ def main() -> None:
     p.add_argument("--cache-size", type=int, default=0, help="query-embedding LRU size (0: encode every request)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--writer-events", type=int, default=50_000)
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds (latencies pooled)")
+    p.add_argument("--torch-threads", type=int, default=1, help="torch threads per process (0: torch default)")
     p.add_argument("--fake", action="store_true", help="use the in-memory DictBackend instead of MiniLM + FAISS")
     p.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
@@ -255,42 +277,47 @@ def main() -> None:
         tmp_index = tempfile.TemporaryDirectory()
         print(f"{args.index} does not exist: building a temporary MiniLM index of SciFact for this run")
         args.index = build_scifact_index(Path(tmp_index.name) / "scifact-minilm")
+    set_threads(args.torch_threads)
     backend, desc = open_backend(args.index, args.cache_size)
-    print(f"backend: {desc}")
+    print(f"backend: {desc}; torch threads per process: {args.torch_threads or 'default'}")
     print(f"machine: {os.cpu_count()} CPUs, load average before start {os.getloadavg()} (shared machine; the load "
           "generator runs on the same CPUs as the server)")
-    print(f"{len(queries)} distinct SciFact queries, k={args.k}, {args.seconds:g} s per cell\n")
-    rows: list[tuple[str, int, dict[str, float], str]] = []
-    backend.search([queries[0]], args.k)  # warm up
-    for c in levels:
-        rows.append(("in-process encode+search", c, bench_inprocess(backend, queries, args.k, c, args.seconds), ""))
-    backend.close()
-    with tempfile.TemporaryDirectory() as tmp:
-        for logging_on in (True, False):
-            db = Path(tmp) / f"events-{int(logging_on)}.db"
-            proc, base = start_proxy(args, logging_on, db)
-            try:
-                asyncio.run(_drive(base, queries, 1, 1.0))  # warm up
-                for c in levels:
-                    stats, errors = asyncio.run(_drive(base, queries, c, args.seconds))
-                    rows.append((f"proxy /search, logging {'on' if logging_on else 'off'}", c, stats,
-                                 f"{errors} errors" if errors else ""))
-                import httpx
+    print(f"{len(queries)} distinct SciFact queries, k={args.k}, {args.rounds} rounds x {args.seconds:g} s per cell; "
+          "the three paths alternate within each round so they see the same background load\n")
+    import httpx
 
-                text = httpx.get(f"{base}/metrics", timeout=10).text
-                if logging_on:
-                    print(f"proxy (logging on) writer: written={metric_value(text, 'abharness_events_written_total'):.0f} "
-                          f"dropped={metric_value(text, 'abharness_events_dropped_total'):.0f} "
-                          f"queue_depth={metric_value(text, 'abharness_event_queue_depth'):.0f}")
-            finally:
+    paths = ["in-process encode+search", "proxy /search, logging on", "proxy /search, logging off"]
+    raws: dict[tuple[str, int], list[Raw]] = {(p_, c): [] for p_ in paths for c in levels}
+    backend.search([queries[0]], args.k)  # warm up
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = {}
+        try:
+            for logging_on in (True, False):
+                procs[logging_on] = start_proxy(args, logging_on, Path(tmp) / f"events-{int(logging_on)}.db")
+                asyncio.run(_drive(procs[logging_on][1], queries, 1, 1.0))  # warm up
+            for r in range(args.rounds):
+                for c in levels:
+                    raws[(paths[0], c)].append(bench_inprocess(backend, queries, args.k, c, args.seconds))
+                    raws[(paths[1], c)].append(asyncio.run(_drive(procs[True][1], queries, c, args.seconds)))
+                    raws[(paths[2], c)].append(asyncio.run(_drive(procs[False][1], queries, c, args.seconds)))
+                print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.1f}")
+            text = httpx.get(f"{procs[True][1]}/metrics", timeout=10).text
+            print(f"proxy (logging on) writer: written={metric_value(text, 'abharness_events_written_total'):.0f} "
+                  f"dropped={metric_value(text, 'abharness_events_dropped_total'):.0f} "
+                  f"queue_depth={metric_value(text, 'abharness_event_queue_depth'):.0f}")
+        finally:
+            for proc, _ in procs.values():
                 proc.terminate()
                 proc.wait(60)
+    backend.close()
+    rows = [(p_, c, pool(raws[(p_, c)])) for p_ in paths for c in levels]
     print(f"\n{'path':<34} {'conc':>4} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
-    for name, c, s, note in rows:
-        print(f"{name:<34} {c:>4} {s['n']:>9} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['rps']:>8.1f} {note}")
-    best = {}
-    for name, _, s, _ in rows:
-        best[name] = max(best.get(name, 0.0), s["rps"])
+    for name, c, s_ in rows:
+        note = f"{s_['errors']:.0f} errors" if s_["errors"] else ""
+        print(f"{name:<34} {c:>4} {s_['n']:>9} {s_['p50_ms']:>8.2f} {s_['p99_ms']:>8.2f} {s_['rps']:>8.1f} {note}")
+    best: dict[str, float] = {}
+    for name, _, s_ in rows:
+        best[name] = max(best.get(name, 0.0), s_["rps"])
     print("\ntop throughput: " + "; ".join(f"{k} {v:.1f} req/s" for k, v in best.items()))
     w = bench_writer(args.writer_events)
     print(f"\nEventWriter -> SQLite (WAL), batch 500: {w['written']:.0f}/{w['n']} impressions written, "
