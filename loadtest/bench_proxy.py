@@ -87,7 +87,13 @@ def open_backend(index: Path | None, cache_size: int) -> tuple[Any, str]:
     return DictBackend(corpus, name="bench"), f"DictBackend (word overlap, {len(corpus)} docs; no model: index missing)"
 
 
-Raw = tuple[list[float], float, int]  # latencies (s), elapsed (s), errors
+Raw = tuple[list[float], float, int, float]  # latencies (s), elapsed (s), errors, serving-process CPU (s)
+
+
+def proc_cpu_s(pid: int) -> float:
+    """user + system CPU seconds of process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pool(raws: list[Raw]) -> dict[str, float]:
@@ -95,6 +101,7 @@ def pool(raws: list[Raw]) -> dict[str, float]:
     lat = [x for r in raws for x in r[0]]
     out = summarize(lat, sum(r[1] for r in raws))
     out["errors"] = sum(r[2] for r in raws)
+    out["cpu_ms"] = 1000.0 * sum(r[3] for r in raws) / max(1, len(lat))
     return out
 
 
@@ -123,12 +130,13 @@ def bench_inprocess(backend: Any, queries: list[str], k: int, concurrency: int, 
             lat.extend(local)
 
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return lat, time.perf_counter() - t0, 0
+    return lat, time.perf_counter() - t0, 0, time.process_time() - cpu0
 
 
 async def _drive(base: str, queries: list[str], concurrency: int, seconds: float) -> Raw:
@@ -155,16 +163,16 @@ async def _drive(base: str, queries: list[str], concurrency: int, seconds: float
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
         elapsed = time.perf_counter() - t0
-    return lat, elapsed, errors
+    return lat, elapsed, errors, 0.0
 
 
 def start_proxy(args: argparse.Namespace, logging_on: bool, db: Path) -> tuple[subprocess.Popen, str]:
     port_file = db.with_suffix(".port")
     port_file.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--serve-child", "--db", str(db), "--port-file", str(port_file),
-           "--cache-size", str(args.cache_size), "--k", str(args.k), "--torch-threads", str(args.torch_threads)]
-    if args.index:
-        cmd += ["--index", str(args.index)]
+           "--cache-size", str(args.cache_size), "--k", str(args.k), "--torch-threads", str(args.torch_threads),
+           "--http", args.http]
+    cmd += ["--index", str(args.index)] if args.index else ["--fake"]
     if not logging_on:
         cmd.append("--no-logging")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -188,6 +196,8 @@ def start_proxy(args: argparse.Namespace, logging_on: bool, db: Path) -> tuple[s
 
 def serve_child(args: argparse.Namespace) -> None:
     """Child process: the proxy app (both arms on the same backend) under uvicorn on a free loopback port."""
+    if args.fake:
+        args.index = None
     from abharness.api.app import create_app
     from abharness.cli.serve import run_uvicorn
     from abharness.testing.configs import make_config
@@ -201,7 +211,7 @@ def serve_child(args: argparse.Namespace) -> None:
         timeouts={"control_s": 30, "treatment_s": 30},
     )
     app = create_app(cfg, backends={"baseline": backend, "finetuned": backend})
-    run_uvicorn(app, host="127.0.0.1", port=0, port_file=args.port_file, log_level="warning")
+    run_uvicorn(app, host="127.0.0.1", port=0, port_file=args.port_file, log_level="warning", http=args.http)
     backend.close()
 
 
@@ -255,6 +265,7 @@ def main() -> None:
     p.add_argument("--cache-size", type=int, default=0, help="query-embedding LRU size (0: encode every request)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--writer-events", type=int, default=50_000)
+    p.add_argument("--http", default="auto", help="uvicorn HTTP parser: auto | h11 | httptools")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds (latencies pooled)")
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads per process (0: torch default)")
     p.add_argument("--fake", action="store_true", help="use the in-memory DictBackend instead of MiniLM + FAISS")
@@ -279,7 +290,10 @@ def main() -> None:
         args.index = build_scifact_index(Path(tmp_index.name) / "scifact-minilm")
     set_threads(args.torch_threads)
     backend, desc = open_backend(args.index, args.cache_size)
-    print(f"backend: {desc}; torch threads per process: {args.torch_threads or 'default'}")
+    import uvicorn
+
+    print(f"backend: {desc}; torch threads per process: {args.torch_threads or 'default'}; "
+          f"uvicorn {uvicorn.__version__} http={args.http}")
     print(f"machine: {os.cpu_count()} CPUs, load average before start {os.getloadavg()} (shared machine; the load "
           "generator runs on the same CPUs as the server)")
     print(f"{len(queries)} distinct SciFact queries, k={args.k}, {args.rounds} rounds x {args.seconds:g} s per cell; "
@@ -298,8 +312,11 @@ def main() -> None:
             for r in range(args.rounds):
                 for c in levels:
                     raws[(paths[0], c)].append(bench_inprocess(backend, queries, args.k, c, args.seconds))
-                    raws[(paths[1], c)].append(asyncio.run(_drive(procs[True][1], queries, c, args.seconds)))
-                    raws[(paths[2], c)].append(asyncio.run(_drive(procs[False][1], queries, c, args.seconds)))
+                    for path, on in ((paths[1], True), (paths[2], False)):
+                        proc, base = procs[on]
+                        cpu0 = proc_cpu_s(proc.pid)
+                        lat, elapsed, errors, _ = asyncio.run(_drive(base, queries, c, args.seconds))
+                        raws[(path, c)].append((lat, elapsed, errors, proc_cpu_s(proc.pid) - cpu0))
                 print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.1f}")
             text = httpx.get(f"{procs[True][1]}/metrics", timeout=10).text
             print(f"proxy (logging on) writer: written={metric_value(text, 'abharness_events_written_total'):.0f} "
@@ -311,10 +328,10 @@ def main() -> None:
                 proc.wait(60)
     backend.close()
     rows = [(p_, c, pool(raws[(p_, c)])) for p_ in paths for c in levels]
-    print(f"\n{'path':<34} {'conc':>4} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+    print(f"\n{'path':<34} {'conc':>4} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'CPU ms/req':>10}")
     for name, c, s_ in rows:
         note = f"{s_['errors']:.0f} errors" if s_["errors"] else ""
-        print(f"{name:<34} {c:>4} {s_['n']:>9} {s_['p50_ms']:>8.2f} {s_['p99_ms']:>8.2f} {s_['rps']:>8.1f} {note}")
+        print(f"{name:<34} {c:>4} {s_['n']:>9} {s_['p50_ms']:>8.2f} {s_['p99_ms']:>8.2f} {s_['rps']:>8.1f} {s_['cpu_ms']:>10.2f} {note}")
     best: dict[str, float] = {}
     for name, _, s_ in rows:
         best[name] = max(best.get(name, 0.0), s_["rps"])

@@ -22,7 +22,9 @@ __all__ = ["register", "run_uvicorn"]
 EXIT_USAGE_ERROR = 2
 
 
-def run_uvicorn(app: object, *, host: str, port: int, port_file: Path | None, log_level: str) -> None:
+def run_uvicorn(
+    app: object, *, host: str, port: int, port_file: Path | None, log_level: str, http: str = "auto"
+) -> None:
     """Bind ``host:port`` (port 0 picks a free one, written to ``port_file``), then serve ``app`` until a signal."""
     import uvicorn
 
@@ -40,6 +42,7 @@ def run_uvicorn(app: object, *, host: str, port: int, port_file: Path | None, lo
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         log_level=log_level,
+        http=http,  # "auto": httptools when installed (uvicorn[standard]), else the pure-Python h11
         lifespan="on",
         timeout_graceful_shutdown=30,
         access_log=False,
