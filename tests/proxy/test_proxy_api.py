@@ -352,3 +352,22 @@ async def test_apps_are_independent_no_import_time_globals(backends, store):
             "abharness_search_requests_total", {"arm": "baseline", "mode": "ab", "status": "ok"}
         ) is None
     assert a.state.service is None  # torn down by the lifespan
+
+
+async def test_three_arm_ab_honours_weights(corpus, store, writer):
+    arms = [
+        {"name": "baseline", "role": "control", "backend": {"kind": "local", "index": "a", "model": "m"}},
+        {"name": "ft1", "role": "treatment", "backend": {"kind": "local", "index": "b", "model": "m"}},
+        {"name": "ft2", "role": "treatment", "backend": {"kind": "local", "index": "c", "model": "m"}},
+    ]
+    cfg = make_config(arms=arms, weights={"baseline": 0.5, "ft1": 0.25, "ft2": 0.25})
+    backends = {a["name"]: DictBackend(corpus, name=a["name"]) for a in arms}
+    app, _ = _app(cfg, backends, store, writer)
+    seen = {"baseline": 0, "ft1": 0, "ft2": 0}
+    async with serving(app) as client:
+        for i in range(400):
+            body = (await client.post("/search", json={"query": "cell", "unit_id": f"u{i}"})).json()
+            seen[body["arm"]] += 1
+            assert body["arm"] == assign("salt1", f"u{i}", cfg.ordered_weights())
+    # Binomial 5-sigma bands around 200/100/100 of 400.
+    assert abs(seen["baseline"] - 200) < 5 * 10 and abs(seen["ft1"] - 100) < 5 * 8.7 and abs(seen["ft2"] - 100) < 5 * 8.7

@@ -125,3 +125,23 @@ def test_click_on_unknown_doc_or_wrong_position():
     with pytest.raises(InvalidToken) as err:
         check_click(claims, "d1", 3)
     assert err.value.reason == "mismatch"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=10, unique=True),
+    st.text(min_size=1, max_size=20),
+    st.integers(min_value=0),
+    st.data(),
+)
+def test_token_round_trips_and_any_tampering_is_forged(doc_ids, unit, seed, data):
+    claims = _claims(unit_id=unit, doc_ids=tuple(doc_ids), teams=tuple("A" for _ in doc_ids))
+    tok = sign(claims, b"k" * 32)
+    assert verify(tok, b"k" * 32, now=150.0) == claims
+    i = data.draw(st.integers(min_value=0, max_value=len(tok) - 1))
+    replacement = data.draw(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."))
+    tampered = tok[:i] + replacement + tok[i + 1:]
+    if tampered != tok:
+        with pytest.raises(InvalidToken) as err:
+            verify(tampered, b"k" * 32, now=150.0)
+        assert err.value.reason == "forged"
