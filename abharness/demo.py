@@ -334,6 +334,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         (out / "sensitivity.json").write_text(json.dumps(sens.to_dict(), indent=2, default=str), encoding="utf-8")
         write_index(summary, out, state.paths)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    summary["stages"] = [s.__dict__ for s in state.stages]
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     render_summary(summary, con, out)
