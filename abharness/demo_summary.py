@@ -59,8 +59,12 @@ def verdicts(*, evaluation: dict, ab: Any, interleave: Any, replay: Any, sensiti
     ab_dir = {"ship": 1, "rollback": -1}.get(ab.decision, 0)
     first = _first_significant_units(ab)
     needed_ab = sensitivity.primary_ab.impressions_needed
+    if ab_dir == 0 and m is not None and direction_of_interval(m.lift_lower, m.lift_upper) != 0:
+        ab_words = "fixed-horizon CI excludes 0, the always-valid interval does not yet"
+    else:
+        ab_words = WORDS[ab_dir]
     rows["ab"] = {
-        "direction": ab_dir, "verdict": f"{ab.decision} ({WORDS[ab_dir]})",
+        "direction": ab_dir, "verdict": f"{ab.decision} ({ab_words})",
         "evidence": (f"{ab.primary} {m.control.value:.4f} -> {m.treatment.value:.4f} (lift {m.lift:+.4f}, 95% CI "
                      f"[{m.lift_lower:+.4f}, {m.lift_upper:+.4f}], p={m.p_value:.3g}, always-valid p="
                      f"{m.always_valid_p:.3g})") if m else "no primary metric",
