@@ -42,6 +42,14 @@ def test_cranfield_graded_and_empty_docs(shared_data: Path) -> None:
     assert {score for rels in ds.qrels.values() for score in rels.values()} == {1, 2, 3, 4}
 
 
+def test_cisi_real_counts(shared_data: Path) -> None:
+    train = load_beir(shared_data / "cisi", "train")
+    test = load_beir(shared_data / "cisi", "test")
+    assert len(train.corpus) == 1460
+    assert (len(train.queries), sum(map(len, train.qrels.values()))) == (51, 2101)
+    assert (len(test.queries), sum(map(len, test.qrels.values()))) == (25, 1013)
+
+
 def test_sentence_sets_real_counts(shared_data: Path) -> None:
     assert [len(load_stsb(shared_data / "stsbenchmark", s)) for s in ("train", "dev", "test")] == [5749, 1500, 1379]
     assert [len(load_sick(shared_data / "sick", s)) for s in ("train", "trial", "test")] == [4439, 495, 4906]
