@@ -88,6 +88,13 @@ def analyze_command(
     margin: Annotated[Optional[list[str]], typer.Option(help="Guardrail margins, e.g. latency_ms=0.1 (relative), "
                                                              "error_rate=0.005, fallback_rate=0.01 (absolute).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    serve_metrics: Annotated[bool, typer.Option("--serve-metrics", help="Instead of printing once, re-run the "
+                                                "analysis every --interval seconds and export lift, always-valid "
+                                                "bounds, p-values, SRM and the decision as Prometheus gauges on "
+                                                "http://--metrics-host:--metrics-port/metrics until SIGTERM.")] = False,
+    metrics_host: Annotated[str, typer.Option(help="With --serve-metrics: address to listen on.")] = "127.0.0.1",
+    metrics_port: Annotated[int, typer.Option(help="With --serve-metrics: port to listen on.")] = 9108,
+    interval: Annotated[float, typer.Option(help="With --serve-metrics: seconds between analyses.")] = 30.0,
 ) -> None:
     """Per-arm CTR, MRR of clicks, success@k, abandonment, clicks/query and time to first click with
     unit-clustered (delta-method) tests, CUPED, always-valid p-values, SRM, guardrails, power and interleaving,
@@ -119,6 +126,15 @@ def analyze_command(
                 raise ConfigError(f"--store {store!r}: no SQLite file at {str(path)!r}; point --store at the "
                                   "events database the proxy writes (sqlite:///relative.db or sqlite:////abs.db)")
         st = open_store(store, migrate=False)
+        if serve_metrics:
+            if interval <= 0:
+                raise ConfigError(f"--interval {interval}: must be a positive number of seconds (e.g. 30)")
+            try:
+                _serve_metrics(st, experiment, cfg, options, metric, segment, parse_time(since, "--since"),
+                               parse_time(until, "--until"), metrics_host, metrics_port, interval, err)
+            finally:
+                st.close()
+            raise typer.Exit(0)
         try:
             with err.status("analysing…") as status:
                 report = analyze(st, experiment, config=cfg, since=parse_time(since, "--since"),
@@ -134,6 +150,24 @@ def analyze_command(
     else:
         render_report(report, Console())
     raise typer.Exit(report.exit_code)
+
+
+def _serve_metrics(store, experiment, cfg, options, metric, segment, since, until, host, port, interval, err) -> None:
+    """Run the experiment-statistics exporter in the foreground (see abharness.observability.experiment_metrics)."""
+    from abharness.analysis import analyze
+    from abharness.observability.experiment_metrics import serve_experiment_metrics
+
+    def run_analysis():
+        return analyze(store, experiment, config=cfg, since=since, until=until, metrics=metric, segment=segment,
+                       options=options)
+
+    runs = serve_experiment_metrics(
+        store, experiment, interval_s=interval, port=port, host=host, config=cfg, analyze=run_analysis,
+        on_start=lambda server: err.print(
+            f"exporting experiment statistics for {experiment!r} on {server.url} "
+            f"every {interval:g} s (Ctrl-C or SIGTERM stops)", highlight=False),
+    )
+    err.print(f"stopped after {runs} analyses", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -316,7 +316,7 @@ def test_k8s_deployments_services_and_probes_line_up(
         elif container["args"][0] == "analyze":
             assert params["serve_metrics"] is True and ports["metrics"] == params["metrics_port"]
             assert params["store"] == cfg.store_url and params["experiment"] == cfg.experiment_id
-            assert params["config"] == Path(mounts["experiment"]) / "experiment.yaml"
+            assert Path(params["config"]) == Path(mounts["experiment"]) / "experiment.yaml"
             assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(params["metrics_port"])
         else:
             raise AssertionError(f"unexpected command in Deployment {name}: {container['args']}")
