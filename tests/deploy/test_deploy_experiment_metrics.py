@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
+import yaml
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -291,3 +292,66 @@ def test_registering_twice_on_one_registry_is_refused_and_names_match_describe()
     described = {f.name for f in metrics.describe()}
     collected = {f.name for f in metrics.collect()}
     assert collected == described
+
+
+@pytest.mark.timeout(120)
+def test_cli_serve_metrics_process_exports_and_stops_on_sigterm(tmp_path: Path, deploy: SimpleNamespace) -> None:
+    """`abharness analyze --serve-metrics` as the compose/k8s exporter runs it: a real process, scraped over HTTP,
+    stopped by SIGTERM with exit code 0."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from abharness.stores import open_store
+
+    db = tmp_path / "events.db"
+    st = open_store(f"sqlite:///{db}")
+    per_arm = write_experiment(st, units=120, ctr={"baseline": 0.3, "finetuned": 0.3}, seed=9)
+    st.close()
+    cfg = tmp_path / "experiment.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "experiment_id": EXPERIMENT, "salt": "s",
+        "arms": [{"name": "baseline", "role": "control", "backend": {"kind": "remote", "url": "http://127.0.0.1:9"}},
+                 {"name": "finetuned", "role": "treatment", "backend": {"kind": "remote", "url": "http://127.0.0.1:9"}}],
+        "weights": {"baseline": 0.5, "finetuned": 0.5},
+    }))
+    args = ["analyze", "--store", f"sqlite:///{db}", "--experiment", EXPERIMENT, "--config", str(cfg),
+            "--serve-metrics", "--metrics-port", "0", "--interval", "0.5", "--bootstrap", "0",
+            "--timeseries-points", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from abharness.cli.main import main; main(sys.argv[1:])", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+    )
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            m = re.search(r"(http://127\.0\.0\.1:\d+/metrics)", "".join(err))
+            url = m.group(1) if m else None
+            time.sleep(0.1)
+        assert url, f"no metrics URL announced; exit={proc.poll()} stderr={''.join(err)}"
+        text = ""
+        while "abharness_experiment_units" not in text and time.monotonic() < deadline:
+            text = httpx.get(url, timeout=5).text
+            time.sleep(0.2)
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        units = {s.labels["arm"]: s.value for s in fams["abharness_experiment_units"].samples}
+        assert units == {arm: float(n) for arm, n in per_arm.items()}
+        assert {s.labels["role"] for s in fams["abharness_arm_info"].samples} == {"control", "treatment"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        reader.join(10)
+    assert code == 0, "".join(err)
+    assert re.search(r"stopped after \d+ analyses", "".join(err))

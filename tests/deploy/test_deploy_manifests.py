@@ -147,7 +147,8 @@ def test_compose_exporter_matches_prometheus_and_the_store(
 ) -> None:
     svc = compose["services"]["experiment-metrics"]
     params = parse_cli(cli, svc["command"])
-    assert params["serve_metrics"] is True
+    assert params["serve_metrics"] is True and params["interval"] > 0
+    assert params["bootstrap"] == 0 and params["timeseries_points"] == 0  # unused by the gauges, costly per cycle
     prom = yaml.safe_load(deploy.PROMETHEUS_YML.read_text())
     targets = {j["job_name"]: j["static_configs"][0]["targets"][0] for j in prom["scrape_configs"]}
     assert targets["abharness-experiment"] == f"experiment-metrics:{params['metrics_port']}"
@@ -315,6 +316,7 @@ def test_k8s_deployments_services_and_probes_line_up(
             assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         elif container["args"][0] == "analyze":
             assert params["serve_metrics"] is True and ports["metrics"] == params["metrics_port"]
+            assert params["bootstrap"] == 0 and params["timeseries_points"] == 0
             assert params["store"] == cfg.store_url and params["experiment"] == cfg.experiment_id
             assert Path(params["config"]) == Path(mounts["experiment"]) / "experiment.yaml"
             assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(params["metrics_port"])
