@@ -135,6 +135,10 @@ class ExperimentConfig(_Strict):
     session_cookie: SessionCookieConfig | None = None
     overrides: dict[str, str] = Field(default_factory=dict, description="unit id -> arm (QA)")
     allow_ramp_down: bool = False
+    admin_sync_interval_s: float = Field(
+        5.0, ge=0, description="seconds between re-reads of the shared audit log, so an admin change made on one "
+        "replica (ramp, pause, kill, override) reaches every replica; 0 turns it off"
+    )
     insecure_dev: bool = Field(False, description="accept empty/default secrets (never in production)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

@@ -9,6 +9,7 @@ adapters (``store=``, ``backends=``, ``writer=``) belong to the caller and are n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -38,6 +39,21 @@ from abharness.stores.base import EventStore
 __all__ = ["create_app", "build_backends", "install_error_handlers", "BodyLimitMiddleware"]
 
 log = logging.getLogger(__name__)
+
+
+async def _admin_sync_loop(service: ProxyService, interval_s: float) -> None:
+    """Re-read the shared audit log every ``interval_s`` so admin changes made on another replica apply here too.
+
+    A store error is logged and retried at the next tick; routing never waits on this loop.
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            applied = await service.sync_from_audit()
+            if applied:
+                log.info("applied %d admin change(s) made on another replica", applied)
+        except Exception as exc:  # noqa: BLE001 - the loop must survive a store outage
+            log.warning("admin sync: cannot read the audit log (%s); retrying in %.1f s", exc, interval_s)
 
 
 def build_backends(config: ExperimentConfig) -> dict[str, SearchBackend]:
@@ -203,6 +219,7 @@ def create_app(
         the_store: EventStore | None = store
         the_backends: Mapping[str, SearchBackend] = backends or {}
         the_writer = writer
+        sync_task: asyncio.Task[None] | None = None
         try:
             if the_store is None:
                 from abharness.stores import open_store
@@ -229,8 +246,15 @@ def create_app(
                 config, the_backends, state=state, metrics=metrics, writer=the_writer if config.events.enabled
                 else None, store=the_store, secret=secret, clock=clock,
             )
+            app.state.service.mark_audit_applied([*audit, start_entry])
+            if config.admin_sync_interval_s > 0:
+                sync_task = asyncio.get_running_loop().create_task(
+                    _admin_sync_loop(app.state.service, config.admin_sync_interval_s)
+                )
             yield
         finally:
+            if sync_task is not None:
+                sync_task.cancel()
             service: ProxyService | None = getattr(app.state, "service", None)
             app.state.service = None
             if service is not None:

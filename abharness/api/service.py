@@ -83,6 +83,12 @@ class _SeenClicks:
         self._seen.pop(key, None)
 
 
+def _audit_key(entry: AuditEntry) -> tuple[Any, ...]:
+    import json
+
+    return (entry.ts, entry.actor, entry.action, json.dumps(entry.payload, sort_keys=True, default=str))
+
+
 class ProxyService:
     """Routes searches and clicks for one experiment."""
 
@@ -110,6 +116,7 @@ class ProxyService:
         self._secret = secret
         self._clock = clock
         self._limiters = {name: anyio.CapacityLimiter(64) for name in backends}
+        self._audit_keys: set[tuple[Any, ...]] = set()
         self._seen = _SeenClicks()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.sync_metrics()
@@ -366,8 +373,43 @@ class ProxyService:
         trial.apply(entry)  # validate before writing (raises ValueError on bad weights)
         await anyio.to_thread.run_sync(self.store.write_batch, [entry])
         self.state.apply(entry)
+        self._audit_keys.add(_audit_key(entry))
         self.sync_metrics()
         return self.state
+
+    def mark_audit_applied(self, entries: list[AuditEntry]) -> None:
+        """Remember entries already reflected in ``state`` (the log replayed at start-up)."""
+        self._audit_keys.update(_audit_key(e) for e in entries)
+
+    async def sync_from_audit(self) -> int:
+        """Apply admin changes that other replicas wrote to the shared audit log since the last look.
+
+        Every replica writes its admin changes to the store before applying them, so the log is the shared truth;
+        entries not seen yet are applied in log order (the same ``ExperimentState.apply`` as live changes).
+        Entries naming arms this config does not have are skipped. Returns how many entries were applied.
+        """
+        entries = await anyio.to_thread.run_sync(self.store.audit_log, self.config.experiment_id)
+        arms = set(self.state.weights)
+        applied = 0
+        for entry in entries:
+            key = _audit_key(entry)
+            if key in self._audit_keys:
+                continue
+            self._audit_keys.add(key)
+            if entry.action == "serve_start":
+                continue
+            if entry.action == "allocation" and set(entry.payload.get("weights", {})) != arms:
+                continue
+            if entry.action == "override_set" and entry.payload.get("arm") not in arms:
+                continue
+            try:
+                self.state.apply(entry)
+            except (KeyError, ValueError):
+                continue  # a malformed entry from another version: never let it stop routing
+            applied += 1
+        if applied:
+            self.sync_metrics()
+        return applied
 
     def sync_metrics(self) -> None:
         for name in self.state.weights:

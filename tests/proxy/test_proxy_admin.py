@@ -152,3 +152,29 @@ def test_restored_allocation_gives_the_same_assignment():
     for i in range(200):
         assert state.alloc.arm_for_bucket(0) == "finetuned"
         assert assign("salt1", f"u{i}", state.alloc) == assign("salt1", f"u{i}", cfg.ordered_weights())
+
+
+async def test_admin_changes_on_one_replica_reach_another_through_the_audit_log(backends, store):
+    # Two replicas share one store: pause, ramp and an override made on A apply on B at its next audit-log read.
+    cfg = make_config(weights={"baseline": 0.9, "finetuned": 0.1})
+    app_a, _ = _app(cfg, backends, store)
+    app_b, registry_b = _app(cfg, backends, store)
+    async with serving(app_a) as a, serving(app_b) as b:
+        service_b = app_b.state.service
+        assert await service_b.sync_from_audit() == 0  # A's serve_start is not an admin change
+        await a.put("/admin/allocation", headers=AUTH, json={"weights": {"baseline": 0.5, "finetuned": 0.5}})
+        await a.put("/admin/overrides/qa", headers=AUTH, json={"arm": "finetuned"})
+        await a.post("/admin/pause", headers=AUTH)
+        before = (await b.get("/admin/experiment", headers=AUTH)).json()
+        assert before["paused"] is False and before["weights"]["finetuned"] == 0.1
+        assert await service_b.sync_from_audit() == 3
+        after = (await b.get("/admin/experiment", headers=AUTH)).json()
+        assert after["paused"] is True and after["weights"] == {"baseline": 0.5, "finetuned": 0.5}
+        assert after["overrides"] == {"qa": "finetuned"}
+        assert registry_b.get_sample_value("abharness_experiment_paused") == 1
+        r = (await b.post("/search", json={"query": "cell", "unit_id": "u1"})).json()
+        assert r["arm"] == "baseline" and r["impression_token"] is None
+        await b.post("/admin/resume", headers=AUTH)  # and back the other way; nothing is applied twice
+        assert await service_b.sync_from_audit() == 0
+        assert await app_a.state.service.sync_from_audit() == 1
+        assert (await a.get("/admin/experiment", headers=AUTH)).json()["paused"] is False
