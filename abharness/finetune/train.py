@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import abharness
+from abharness.fsutil import atomic_directory
 from abharness.data.beir import load_beir
 from abharness.data.hashing import dataset_hash, text_sha256
 from abharness.data.types import RetrievalDataset
@@ -173,9 +172,7 @@ def finetune(
         )
     losses = _train(model, ds, examples, params, seed, progress)
     model.max_seq_length = inference_length  # the candidate encodes like the baseline: no confound from truncation
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
+    with atomic_directory(out_dir) as tmp:
         model.save(str(tmp), create_model_card=False)
         query_ids = sorted({e.query_id for e in examples})
         manifest = FinetuneManifest(
@@ -202,10 +199,4 @@ def finetune(
             abharness_version=abharness.__version__,
         )
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=1) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return manifest

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -16,6 +14,7 @@ from typing import Any
 import numpy as np
 
 import abharness
+from abharness.fsutil import atomic_directory
 from abharness.backends.base import Hit
 from abharness.data.hashing import corpus_hash as compute_corpus_hash
 from abharness.data.types import Document, RetrievalDataset
@@ -150,9 +149,7 @@ def build_index(
     encoded = time.perf_counter()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     index = _make_index(kind, encoder.dim, vectors, merged)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
+    with atomic_directory(out_dir) as tmp:
         faiss.write_index(index, str(tmp / INDEX_NAME))
         with (tmp / DOCS_NAME).open("w", encoding="utf-8") as handle:
             for doc_id in doc_ids:
@@ -174,12 +171,6 @@ def build_index(
             abharness_version=abharness.__version__,
         )
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
