@@ -7,6 +7,8 @@ SRM alarm blocks from being "ship").
 from __future__ import annotations
 
 import dataclasses
+import math
+from datetime import datetime, timezone
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -112,6 +114,13 @@ def analyze(
 
     # 1. sample-ratio mismatch, before anything else
     weights = opts.weights
+    start = since if since is not None else (float(np.min(table.first_ts)) if table.first_ts.size else None)
+    recorded = _recorded_allocation(store, experiment_id, start, until, set(arms), diagnostics)
+    if recorded is not None and not _same_allocation(recorded, weights):
+        if weights is not None:
+            diagnostics.append(f"SRM uses the allocation the proxy recorded in the audit log for this window "
+                               f"({recorded}), not the configured {dict(weights)} (an admin ramp changed it)")
+        weights = recorded
     if weights is None:
         weights = {a: 1.0 for a in arms}
         diagnostics.append("allocation weights not given (--weights or --config): SRM assumes an equal split")
@@ -304,3 +313,57 @@ def _interleaving_only(experiment_id: str, since: float | None, until: float | N
         interleaving=res, segments=(), timeseries=(), decision=decision.decision, reasons=decision.reasons,
         basis=opts.basis, alpha=opts.alpha, diagnostics=tuple(dict.fromkeys(diagnostics)),
     )
+
+
+def _same_allocation(a: dict[str, float], b: Any) -> bool:
+    """Equal as shares (weights 1:1 and 0.5:0.5 are the same allocation)."""
+    if b is None or set(a) != set(b):
+        return False
+    ta, tb = sum(a.values()), sum(float(v) for v in b.values())
+    return all(abs(a[k] / ta - float(b[k]) / tb) < 1e-9 for k in a)
+
+
+def _recorded_allocation(store: EventStore, experiment_id: str, since: float | None, until: float | None,
+                         arms: set[str], diagnostics: list[str]) -> dict[str, float] | None:
+    """The allocation the proxy applied during the window, from the audit log, when it was constant.
+
+    The proxy records its effective weights at every start (``serve_start``) and every admin ramp
+    (``allocation``). An SRM test against one allocation is only valid for a window in which the allocation did
+    not change: when it changed inside the window, a diagnostic names the change times and the fix (analyse one
+    allocation period with --since), and None is returned (the configured weights are used). Stores without an
+    audit log, or logs that do not name exactly the arms with data, give None.
+    """
+    try:
+        entries = store.audit_log(experiment_id)
+    except Exception:  # noqa: BLE001 - the audit log is optional evidence; the SRM check still runs without it
+        return None
+    history: list[tuple[float, dict[str, float]]] = []
+    for e in entries:
+        raw = e.payload.get("weights") if e.action == "allocation" else (
+            e.payload.get("effective_weights") if e.action == "serve_start" else None)
+        if isinstance(raw, dict) and raw:
+            w = {str(k): float(v) for k, v in raw.items()}
+            total = sum(w.values())
+            if total > 0:
+                history.append((e.ts, {k: v / total for k, v in w.items()}))
+    if not history:
+        return None
+    lo = -math.inf if since is None else since
+    hi = math.inf if until is None else until
+    in_force = [w for ts, w in history if ts <= lo]
+    current = in_force[-1] if in_force else history[0][1]
+    changes = []
+    for ts, w in history:
+        if lo < ts < hi and w != current:
+            changes.append((ts, w))
+            current = w
+    if changes:
+        when = ", ".join(f"{datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec='seconds')} -> {w}"
+                         for ts, w in changes[:5])
+        diagnostics.append(f"the allocation changed inside the window ({when}): an SRM test against one allocation "
+                           f"is not valid across it and units may have moved arms; analyse one allocation period, "
+                           f"e.g. --since {changes[-1][0]:.0f}")
+        return None
+    if set(current) != arms:
+        return None
+    return current

@@ -22,7 +22,11 @@ class FakeStore:
 
     rows: dict[tuple[str, str], list[UnitAggregate]] = field(default_factory=dict)
     interleave: dict[str, list[InterleaveUnitAggregate]] = field(default_factory=dict)
+    audit: list = field(default_factory=list)
     url: str = "fake://"
+
+    def audit_log(self, experiment_id: str) -> list:
+        return [e for e in self.audit if e.experiment_id == experiment_id]
 
     def experiments(self) -> list[str]:
         return sorted({e for e, _ in self.rows} | set(self.interleave))

@@ -207,3 +207,50 @@ def test_experiment_config_supplies_control_and_weights(sim):
     assert report.srm.alarm and report.decision in ("keep-running", "rollback")
     explicit = AnalysisOptions(weights={"control": 1, "treatment": 1}).with_config(cfg)
     assert explicit.weights == {"control": 1, "treatment": 1}  # explicit options win over the config
+
+
+def _audit(ts, action, **payload):
+    from abharness.core.events import AuditEntry
+
+    return AuditEntry(ts=ts, experiment_id="exp", actor="t", action=action, payload=payload)
+
+
+def test_srm_uses_the_allocation_recorded_after_an_admin_ramp(sim):
+    # Config says 90/10; an admin ramped to 50/50 before the window; traffic is a fair 50/50.
+    rng = np.random.default_rng(5)
+    rows = sim.unit_rows(rng, 6000, shares=(0.5, 0.5))
+    store = _fake(sim, rows)
+    t0 = min(r.first_ts for r in rows)
+    cfg = AnalysisOptions(weights={"control": 0.9, "treatment": 0.1}, bootstrap_samples=0, timeseries_points=0)
+    assert analyze(store, "exp", options=cfg).srm.alarm  # against the stale configured split: a false alarm
+    store.audit = [_audit(t0 - 100, "serve_start", effective_weights={"control": 0.9, "treatment": 0.1}),
+                   _audit(t0 - 50, "allocation", weights={"control": 0.5, "treatment": 0.5})]
+    report = analyze(store, "exp", since=t0 - 10, options=cfg)
+    assert not report.srm.alarm
+    assert any("recorded in the audit log" in d for d in report.diagnostics)
+
+
+def test_an_allocation_change_inside_the_window_is_named_with_the_fix(sim):
+    rng = np.random.default_rng(6)
+    rows = sim.unit_rows(rng, 3000, shares=(0.5, 0.5))
+    store = _fake(sim, rows)
+    t0 = min(r.first_ts for r in rows)
+    store.audit = [_audit(t0 - 100, "serve_start", effective_weights={"control": 0.9, "treatment": 0.1}),
+                   _audit(t0 + 3600, "allocation", weights={"control": 0.5, "treatment": 0.5})]
+    report = analyze(store, "exp", options=AnalysisOptions(weights={"control": 0.5, "treatment": 0.5},
+                                                           bootstrap_samples=0, timeseries_points=0))
+    msgs = [d for d in report.diagnostics if "allocation changed inside the window" in d]
+    assert len(msgs) == 1 and f"--since {t0 + 3600:.0f}" in msgs[0]
+
+
+def test_a_ramp_before_the_first_impression_is_not_a_change_inside_the_window(sim):
+    rng = np.random.default_rng(7)
+    rows = sim.unit_rows(rng, 3000, shares=(0.5, 0.5))
+    store = _fake(sim, rows)
+    t0 = min(r.first_ts for r in rows)
+    store.audit = [_audit(t0 - 100, "serve_start", effective_weights={"control": 0.9, "treatment": 0.1}),
+                   _audit(t0 - 50, "allocation", weights={"control": 0.5, "treatment": 0.5})]
+    report = analyze(store, "exp", options=AnalysisOptions(weights={"control": 0.9, "treatment": 0.1},
+                                                           bootstrap_samples=0, timeseries_points=0))
+    assert not report.srm.alarm
+    assert not any("changed inside the window" in d for d in report.diagnostics)
