@@ -18,13 +18,15 @@ Aggregation plan (both dialects), chosen so that tens of millions of impressions
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from abharness.core.events import InterleaveUnitAggregate, UnitAggregate
+from abharness.core.events import Click, Impression, InterleaveUnitAggregate, UnitAggregate
+from abharness.stores import codec
 from abharness.stores.schema import Dialect
 
 __all__ = [
+    "iter_impression_pages",
     "unit_aggregates_sql",
     "interleave_aggregates_sql",
     "window_params",
@@ -232,3 +234,49 @@ def rows_to_interleave_aggregates(rows: Iterable[Sequence[Any]]) -> Iterator[Int
             wins[team] = wins.get(team, 0) + int(n)
     if current is not None:
         yield emit()
+
+
+_FIRST_PAGE = (
+    "SELECT * FROM impressions WHERE experiment_id = :experiment_id AND ts >= :lo AND ts < :hi "
+    "ORDER BY ts, impression_id LIMIT :limit"
+)
+_NEXT_PAGE = (
+    "SELECT * FROM impressions WHERE experiment_id = :experiment_id AND (ts, impression_id) > (:cursor_ts, :cursor_id) "
+    "AND ts < :hi ORDER BY ts, impression_id LIMIT :limit"
+)
+
+
+def iter_impression_pages(
+    fetch: Callable[[str, dict[str, Any]], list[dict[str, Any]]],
+    fetch_clicks: Callable[[list[str]], list[dict[str, Any]]],
+    experiment_id: str,
+    *,
+    since: float | None,
+    until: float | None,
+    batch_size: int,
+) -> Iterator[tuple[Impression, list[Click]]]:
+    """Impressions in (ts, impression_id) order with their clicks, keyset-paginated (both dialects).
+
+    ``fetch(sql, params)`` runs SQL written with ``:name`` parameters and returns rows as dicts;
+    ``fetch_clicks(impression_ids)`` returns the click rows of those impressions ordered by (ts, position).
+    """
+    params: dict[str, Any] = {
+        "experiment_id": experiment_id,
+        "lo": float("-inf") if since is None else float(since),
+        "hi": float("inf") if until is None else float(until),
+        "limit": batch_size,
+    }
+    sql = _FIRST_PAGE
+    while True:
+        rows = fetch(sql, params)
+        if not rows:
+            return
+        by_imp: dict[str, list[Click]] = {}
+        for c in fetch_clicks([r["impression_id"] for r in rows]):
+            by_imp.setdefault(c["impression_id"], []).append(codec.row_to_click(c))
+        for r in rows:
+            yield codec.row_to_impression(r), by_imp.get(r["impression_id"], [])
+        if len(rows) < batch_size:
+            return
+        sql = _NEXT_PAGE
+        params = {**params, "cursor_ts": float(rows[-1]["ts"]), "cursor_id": rows[-1]["impression_id"]}

@@ -261,38 +261,16 @@ class SQLiteStore:
         batch_size: int = 1000,
     ) -> Iterator[tuple[Impression, list[Click]]]:
         """Impressions in (ts, impression_id) order with their clicks, fetched in keyset-paginated batches."""
-        cursor: tuple[float, str] | None = None
-        lo = float("-inf") if since is None else float(since)
-        hi = float("inf") if until is None else float(until)
-        while True:
-            if cursor is None:
-                sql = (
-                    "SELECT * FROM impressions WHERE experiment_id = ? AND ts >= ? AND ts < ? "
-                    "ORDER BY ts, impression_id LIMIT ?"
-                )
-                params: tuple[Any, ...] = (experiment_id, lo, hi, batch_size)
-            else:
-                sql = (
-                    "SELECT * FROM impressions WHERE experiment_id = ? AND (ts, impression_id) > (?, ?) AND ts < ? "
-                    "ORDER BY ts, impression_id LIMIT ?"
-                )
-                params = (experiment_id, cursor[0], cursor[1], hi, batch_size)
-            rows = self._rows_as_dicts(sql, params)
-            if not rows:
-                return
-            ids = [r["impression_id"] for r in rows]
+
+        def fetch_clicks(ids: list[str]) -> list[dict[str, Any]]:
             marks = ", ".join("?" for _ in ids)
-            click_rows = self._rows_as_dicts(
+            return self._rows_as_dicts(
                 f"SELECT * FROM clicks WHERE impression_id IN ({marks}) ORDER BY ts, position", ids
             )
-            by_imp: dict[str, list[Click]] = {}
-            for c in click_rows:
-                by_imp.setdefault(c["impression_id"], []).append(codec.row_to_click(c))
-            for r in rows:
-                yield codec.row_to_impression(r), by_imp.get(r["impression_id"], [])
-            cursor = (float(rows[-1]["ts"]), rows[-1]["impression_id"])
-            if len(rows) < batch_size:
-                return
+
+        yield from queries.iter_impression_pages(
+            self._rows_as_dicts, fetch_clicks, experiment_id, since=since, until=until, batch_size=batch_size
+        )
 
     def audit_log(self, experiment_id: str) -> list[AuditEntry]:
         """Admin actions for the experiment, oldest first."""
