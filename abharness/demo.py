@@ -25,7 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
-from abharness.errors import ConfigError, DataError
+from abharness.errors import DataError
 
 __all__ = ["DemoOptions", "run_demo", "write_quick_data"]
 
@@ -214,7 +214,6 @@ def _clamp(value: float, bounds: tuple[int, int]) -> int:
 
 def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any]:
     """Run every stage (module docstring); return the summary dict (also written to ``<out>/summary.json``)."""
-    from abharness.analysis import analyze
     from abharness.backends.local import open_local_backend
     from abharness.core.clickmodels import make_click_model
     from abharness.data import load_beir
@@ -290,11 +289,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         with _stage(state, con, 6, n, f"A/B run through the proxy (50/50, {ab_n:,} searches) and analysis") as st:
             cfg_ab = _experiment_config("demo-ab", "ab", store_url, arms, opts.k)
             sim_ab = _live_run(cfg_ab, backends, pool, model, ab_n, opts, opts.seed + 1, "A/B")
-            store = open_store(store_url)
-            try:
-                ab_report = analyze(store, "demo-ab", config=cfg_ab)
-            finally:
-                store.close()
+            ab_report = _analyze_logged(store_url, cfg_ab)
             st.note = f"decision: {ab_report.decision}; {sim_ab.searches_per_second:.0f} searches/s"
         with _stage(state, con, 7, n, "replay of the logged A/B queries") as st:
             store = open_store(store_url)
@@ -311,11 +306,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         with _stage(state, con, 8, n, f"interleaving run through the proxy ({il_n:,} searches) and analysis") as st:
             cfg_il = _experiment_config("demo-interleave", "interleave", store_url, arms, opts.k)
             sim_il = _live_run(cfg_il, backends, pool, model, il_n, opts, opts.seed + 2, "interleaving")
-            store = open_store(store_url)
-            try:
-                il_report = analyze(store, "demo-interleave", config=cfg_il)
-            finally:
-                store.close()
+            il_report = _analyze_logged(store_url, cfg_il)
             il = il_report.interleaving
             st.note = "" if il is None else f"preference {il.preference:+.4f}, p={il.p_value:.3g}"
     finally:
@@ -339,3 +330,15 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     render_summary(summary, con, out)
     return summary
+
+
+def _analyze_logged(store_url: str, cfg: Any) -> Any:
+    """Analyse the experiment of ``cfg`` from the demo's event log (the same use case as `abharness analyze`)."""
+    from abharness.analysis import analyze
+    from abharness.stores import open_store
+
+    store = open_store(store_url)
+    try:
+        return analyze(store, cfg.experiment_id, config=cfg)
+    finally:
+        store.close()
