@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from datetime import datetime, timezone
 from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from abharness.analysis.loading import (
-    ALL_COLUMNS, load_interleave, load_pre_period, load_units, moments_for, with_covariates,
+    ALL_COLUMNS,
+    load_interleave,
+    load_pre_period,
+    load_units,
+    moments_for,
+    with_covariates,
 )
 from abharness.analysis.options import AnalysisOptions
 from abharness.analysis.report import AnalysisReport, CupedSummary, PowerSummary
@@ -28,7 +33,12 @@ from abharness.core.stats.metrics import BASE_COLUMNS, METRICS, parse_metrics
 from abharness.core.stats.moments import Moments
 from abharness.core.stats.multiple import benjamini_hochberg, holm
 from abharness.core.stats.power import (
-    days_still_needed, mde, one_sample_mde, one_sample_required_units, power_at, required_units,
+    days_still_needed,
+    mde,
+    one_sample_mde,
+    one_sample_required_units,
+    power_at,
+    required_units,
 )
 from abharness.core.stats.ratio import ratio_diff
 from abharness.core.stats.srm import srm_test

@@ -1,6 +1,6 @@
 """Admin API under ``/admin`` with ``Authorization: Bearer <admin_token>``.
 
-Every change is written to the store as an ``AuditEntry`` before it takes effect (see ``abharness.api.state``).
+Every change is written to the store as an ``AuditEntry`` before it takes effect (see ``abharness.serve.state``).
 
     GET  /admin/experiment            config summary + live state
     GET  /admin/allocation            current weights
@@ -25,8 +25,8 @@ from fastapi import APIRouter, Depends, Header, Request
 
 from abharness.api.routes import RequestError, Service
 from abharness.api.schemas import AllocationRequest, KillRequest, OverrideRequest
-from abharness.api.service import ProxyService
 from abharness.core.assignment import is_ramp_up
+from abharness.serve.service import ProxyService
 
 __all__ = ["admin_router"]
 

@@ -27,16 +27,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from abharness.api.admin import admin_router
 from abharness.api.routes import RequestError, router
-from abharness.api.service import ControlUnavailable, ProxyService, QueueFull
-from abharness.api.state import restore_state
 from abharness.backends.base import SearchBackend
-from abharness.config import ExperimentConfig, LocalBackendConfig
+from abharness.backends.factory import build_backends
+from abharness.config import ExperimentConfig
 from abharness.core.tokens import InvalidToken
 from abharness.errors import AbharnessError, BackendError, ConfigError, StoreError, TokenError
 from abharness.observability.metrics import ProxyMetrics, WriterStats
+from abharness.serve.service import ControlUnavailable, ProxyService, QueueFull
+from abharness.serve.state import restore_state
 from abharness.stores.base import EventStore
 
-__all__ = ["create_app", "build_backends", "install_error_handlers", "BodyLimitMiddleware"]
+__all__ = ["create_app", "install_error_handlers", "BodyLimitMiddleware"]
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +55,6 @@ async def _admin_sync_loop(service: ProxyService, interval_s: float) -> None:
                 log.info("applied %d admin change(s) made on another replica", applied)
         except Exception as exc:  # noqa: BLE001 - the loop must survive a store outage
             log.warning("admin sync: cannot read the audit log (%s); retrying in %.1f s", exc, interval_s)
-
-
-def build_backends(config: ExperimentConfig) -> dict[str, SearchBackend]:
-    """Open every arm's backend (local FAISS + encoder, or a remote index server). Closes what it opened on error."""
-    from abharness.backends.remote import RemoteBackend
-
-    opened: dict[str, SearchBackend] = {}
-    try:
-        for arm in config.arms:
-            b = arm.backend
-            if isinstance(b, LocalBackendConfig):
-                from abharness.backends.local import open_local_backend
-
-                opened[arm.name] = open_local_backend(
-                    b.index, b.model, cache_size=b.cache_size, max_batch=b.max_batch, max_wait_ms=b.max_wait_ms
-                )
-            else:
-                opened[arm.name] = RemoteBackend(
-                    b.url, timeout_s=max(config.timeouts.control_s, config.timeouts.shadow_s),
-                    max_connections=b.max_connections,
-                )
-    except BaseException:
-        for backend in opened.values():
-            backend.close()
-        raise
-    return opened
 
 
 class BodyLimitMiddleware:

@@ -21,8 +21,8 @@ from abharness.api.schemas import (
     SearchResponse,
     SearchResult,
 )
-from abharness.api.service import ProxyService
 from abharness.core.tokens import InvalidToken
+from abharness.serve.service import ProxyService
 
 __all__ = ["router", "get_service", "RequestError"]
 

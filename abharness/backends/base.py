@@ -11,14 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Hit", "SearchBackend", "BackendInfo"]
+from abharness.core.hits import Hit
 
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    doc_id: str
-    score: float
-    title: str = ""
+__all__ = ["SearchBackend", "BackendInfo"]
 
 
 @dataclass(frozen=True, slots=True)

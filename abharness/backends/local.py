@@ -19,7 +19,8 @@ from queue import Empty, SimpleQueue
 
 import numpy as np
 
-from abharness.backends.base import BackendInfo, Hit
+from abharness.backends.base import BackendInfo
+from abharness.core.hits import Hit
 from abharness.encoders.base import Encoder
 from abharness.errors import AbharnessError, BackendError, ConfigError, FingerprintMismatch
 from abharness.index.faiss_index import FaissIndex

@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from abharness.backends.base import BackendInfo, Hit
+from abharness.backends.base import BackendInfo
+from abharness.core.hits import Hit
 from abharness.errors import BackendError
 
 __all__ = ["RemoteBackend"]

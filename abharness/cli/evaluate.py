@@ -33,9 +33,9 @@ def evaluate_command(
     """Compare CANDIDATE against BASELINE: retrieval (with paired tests), STS, classification, clustering,
     geometry, probe pairs, leakage, out-of-domain overfitting and embedding maps. Prints one verdict line per check.
     Exit 0 when no check fails, 1 when a check fails (leakage above its threshold), 2 on a usage/data/model error."""
+    from abharness.errors import ConfigError
     from abharness.evaluation import CHECKS, evaluate, load_suite
     from abharness.evaluation.summary import print_summary
-    from abharness.errors import ConfigError
 
     console = Console(stderr=True)
     out_console = Console()

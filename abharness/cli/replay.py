@@ -76,7 +76,7 @@ def replay_command(
         if (config is None) == (not arm):
             raise ConfigError("give either --config experiment.yaml or two --arm NAME=INDEX_DIR,MODEL options")
         if config is not None:
-            from abharness.api.app import build_backends
+            from abharness.backends.factory import build_backends
             from abharness.config import load_config
 
             cfg = load_config(config, insecure_dev=True)

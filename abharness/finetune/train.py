@@ -20,7 +20,6 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import abharness
-from abharness.fsutil import atomic_directory
 from abharness.data.beir import load_beir
 from abharness.data.hashing import dataset_hash, text_sha256
 from abharness.data.types import RetrievalDataset
@@ -29,6 +28,7 @@ from abharness.encoders.st import load_encoder
 from abharness.errors import ConfigError
 from abharness.finetune.manifest import MANIFEST_NAME, FinetuneManifest
 from abharness.finetune.pairs import Example, duplicate_free_batches, mine_hard_negatives, training_pairs
+from abharness.fsutil import atomic_directory
 
 __all__ = ["FinetuneParams", "finetune"]
 

@@ -14,14 +14,21 @@ from typing import Any
 import numpy as np
 
 import abharness
-from abharness.fsutil import atomic_directory
-from abharness.backends.base import Hit
+from abharness.core.hits import Hit
 from abharness.data.hashing import corpus_hash as compute_corpus_hash
 from abharness.data.types import Document, RetrievalDataset
 from abharness.encoders.base import Encoder
 from abharness.encoders.cache import encode_cached
 from abharness.errors import ConfigError, FingerprintMismatch, IndexError_
-from abharness.index.manifest import DOCS_NAME, INDEX_KINDS, INDEX_NAME, MANIFEST_NAME, IndexManifest, read_index_manifest
+from abharness.fsutil import atomic_directory
+from abharness.index.manifest import (
+    DOCS_NAME,
+    INDEX_KINDS,
+    INDEX_NAME,
+    MANIFEST_NAME,
+    IndexManifest,
+    read_index_manifest,
+)
 
 __all__ = ["FaissIndex", "build_index", "load_index", "default_params"]
 

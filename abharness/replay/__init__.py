@@ -6,7 +6,14 @@
 """
 
 from abharness.replay.agreement import Agreement
-from abharness.replay.runner import DEFAULT_IR_METRICS, OfflineDelta, QueryOverlap, ReplayReport, check_fingerprints, replay
+from abharness.replay.runner import (
+           DEFAULT_IR_METRICS,
+           OfflineDelta,
+           QueryOverlap,
+           ReplayReport,
+           check_fingerprints,
+           replay,
+)
 
 __all__ = ["replay", "ReplayReport", "OfflineDelta", "QueryOverlap", "Agreement", "check_fingerprints",
            "DEFAULT_IR_METRICS"]

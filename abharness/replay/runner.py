@@ -5,7 +5,7 @@
 1. reads the window's impressions (``EventStore.iter_impressions``, optionally a seeded sample);
 2. refuses a backend whose model or index fingerprint differs from the one logged for that arm
    (``FingerprintMismatch``) unless ``allow_new_versions``;
-3. re-runs every distinct logged query through both arms in batches with ``abharness.retrieval.search``
+3. re-runs every distinct logged query through both arms in batches with ``abharness.backends.retrieval.search``
    (the proxy's search path);
 4. scores: (a) the online metrics recomputed from the served arm's *replayed* list and the logged clicks
    (``abharness.replay.labels``), per arm, with the analysis' delta-method code: equal to the online analysis
@@ -202,7 +202,7 @@ def replay(
 
     ``qrels`` (query id -> doc -> grade) needs ``query_ids`` (query text -> query id) to match logged texts.
     """
-    from abharness.retrieval import search
+    from abharness.backends.retrieval import search
 
     say = progress or (lambda s: None)
     for name in (control, treatment):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from abharness.core.events import AuditEntry, Event, Impression, Click, InterleaveUnitAggregate, UnitAggregate
+from abharness.core.events import AuditEntry, Click, Event, Impression, InterleaveUnitAggregate, UnitAggregate
 
 __all__ = ["EventStore", "WriteResult"]
 

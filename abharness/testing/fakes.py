@@ -18,8 +18,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
-from abharness.backends.base import BackendInfo, Hit
+from abharness.backends.base import BackendInfo
 from abharness.core.events import AuditEntry, Click, Event, Impression, InterleaveUnitAggregate, UnitAggregate
+from abharness.core.hits import Hit
 from abharness.errors import BackendError, StoreError
 from abharness.stores.base import WriteResult
 

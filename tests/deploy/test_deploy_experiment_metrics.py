@@ -9,9 +9,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
-import yaml
 import numpy as np
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats

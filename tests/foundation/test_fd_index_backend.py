@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from abharness.backends.base import Hit, SearchBackend
+from abharness.backends.base import SearchBackend
 from abharness.backends.local import LocalBackend, open_local_backend
+from abharness.backends.retrieval import search
+from abharness.core.hits import Hit
 from abharness.errors import BackendError, ConfigError, FingerprintMismatch, IndexError_
 from abharness.index import build_index, load_index, read_index_manifest
-from abharness.retrieval import search
 
 
 def _recall_at(hits: list[list[Hit]], qids: list[str], qrels, k: int) -> float:

@@ -6,6 +6,7 @@ import pytest
 
 from abharness.testing.fakes import DictBackend, InlineWriter, MemoryStore, tiny_corpus
 
+
 @pytest.fixture
 def corpus() -> dict[str, str]:
     return tiny_corpus(40)

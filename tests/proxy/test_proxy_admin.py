@@ -6,10 +6,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from abharness.api.app import create_app
-from abharness.api.state import restore_state
 from abharness.core.assignment import assign
 from abharness.core.events import AuditEntry
 from abharness.errors import ConfigError
+from abharness.serve.state import restore_state
 from abharness.testing.client import serving
 from abharness.testing.configs import TEST_ADMIN_TOKEN, make_config
 from abharness.testing.fakes import InlineWriter

@@ -9,8 +9,8 @@ from abharness.api.app import create_app
 from abharness.core.assignment import assign
 from abharness.core.events import Click, Impression
 from abharness.testing.client import serving
-from abharness.testing.fakes import DictBackend, InlineWriter
 from abharness.testing.configs import make_config
+from abharness.testing.fakes import DictBackend, InlineWriter
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,6 @@ from abharness.stores import open_store
 from abharness.testing.fakes import DictBackend
 
 
-
 @pytest.fixture
 def store(logged_ab):
     s = open_store(logged_ab[3])

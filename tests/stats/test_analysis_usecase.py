@@ -12,7 +12,6 @@ from abharness.analysis import AnalysisOptions, PrePeriod, analyze
 from abharness.core.events import InterleaveUnitAggregate, UnitAggregate
 from abharness.errors import AnalysisError, ConfigError
 
-
 FAST = AnalysisOptions(bootstrap_samples=0, timeseries_points=0)
 def _fake(sim, rows, exp="exp", pre=None, interleave=None):
     store = sim.FakeStore({(exp, "ab"): rows})

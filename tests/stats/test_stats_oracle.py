@@ -11,8 +11,23 @@ from scipy import stats
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from abharness.core.stats import (
-    METRICS, Moments, benjamini_hochberg, cluster_bootstrap, compare_metric, ctr_plan, holm, interleaving_test, mde,
-    msprt, one_sample_mde, one_sample_required_units, power_at, ratio_diff, ratio_estimate, required_units, srm_test,
+    METRICS,
+    Moments,
+    benjamini_hochberg,
+    cluster_bootstrap,
+    compare_metric,
+    ctr_plan,
+    holm,
+    interleaving_test,
+    mde,
+    msprt,
+    one_sample_mde,
+    one_sample_required_units,
+    power_at,
+    ratio_diff,
+    ratio_estimate,
+    required_units,
+    srm_test,
     wald_test,
 )
 from abharness.core.stats.compare import non_inferiority, zero_event_non_inferiority

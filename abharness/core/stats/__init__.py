@@ -21,7 +21,14 @@ from abharness.core.stats.bootstrap import BootstrapResult, cluster_bootstrap
 from abharness.core.stats.compare import ArmEstimate, MetricComparison, NonInferiority, compare_metric
 from abharness.core.stats.decision import EXIT_CODES, Decision, decide
 from abharness.core.stats.interleaving import InterleavingResult, interleaving_test
-from abharness.core.stats.metrics import BASE_COLUMNS, GUARDRAIL_METRICS, METRICS, OUTCOME_METRICS, MetricSpec, parse_metrics
+from abharness.core.stats.metrics import (
+    BASE_COLUMNS,
+    GUARDRAIL_METRICS,
+    METRICS,
+    OUTCOME_METRICS,
+    MetricSpec,
+    parse_metrics,
+)
 from abharness.core.stats.moments import Moments
 from abharness.core.stats.multiple import benjamini_hochberg, holm
 from abharness.core.stats.power import (

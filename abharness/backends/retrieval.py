@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from abharness.backends.base import Hit, SearchBackend
+from abharness.backends.base import SearchBackend
+from abharness.core.hits import Hit
 from abharness.errors import BackendError, ConfigError
 
 __all__ = ["search"]

@@ -215,13 +215,13 @@ def _clamp(value: float, bounds: tuple[int, int]) -> int:
 def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any]:
     """Run every stage (module docstring); return the summary dict (also written to ``<out>/summary.json``)."""
     from abharness.backends.local import open_local_backend
+    from abharness.backends.retrieval import search
     from abharness.core.clickmodels import make_click_model
     from abharness.data import load_beir
-    from abharness.demo_summary import render_summary, verdicts, write_index
+    from abharness.demo.summary import render_summary, verdicts, write_index
     from abharness.encoders import load_encoder
     from abharness.replay import replay
     from abharness.replay.render import write_replay_outputs
-    from abharness.retrieval import search
     from abharness.simulate import QueryPool
     from abharness.simulate.sensitivity import prepare_arm_lists, sensitivity_study
     from abharness.stores import open_store

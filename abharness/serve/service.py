@@ -19,15 +19,16 @@ from typing import Any, Protocol
 import anyio
 import anyio.to_thread
 
-from abharness.api.state import ExperimentState
-from abharness.backends.base import Hit, SearchBackend
+from abharness.backends.base import SearchBackend
 from abharness.config import ExperimentConfig
 from abharness.core.assignment import assign
 from abharness.core.events import AuditEntry, Click, Event, Impression, ShownResult
+from abharness.core.hits import Hit
 from abharness.core.interleaving import team_draft
 from abharness.core.tokens import ImpressionClaims, InvalidToken, check_click, sign, verify
 from abharness.errors import BackendError, StoreError
 from abharness.observability.metrics import ProxyMetrics
+from abharness.serve.state import ExperimentState
 from abharness.stores.base import EventStore
 
 __all__ = ["ProxyService", "SearchOutcome", "ClickOutcome", "ControlUnavailable", "QueueFull", "Writer"]
