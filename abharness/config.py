@@ -105,6 +105,11 @@ class EventsConfig(_Strict):
     flush_interval_s: float = Field(0.2, gt=0, description="upper bound on what a SIGKILL can lose (plus the queue)")
     on_full: Literal["drop", "reject"] = "drop"
     shutdown_timeout_s: float = Field(30.0, gt=0)
+    spool_dir: str | None = Field(
+        "abharness-spool", description="directory (not the database's) for events the store cannot take: spilled "
+        "when the store stays down past spool_after_s, bad events quarantined; null turns the spool off"
+    )
+    spool_after_s: float = Field(10.0, ge=0, description="seconds of store outage before the queue is spilled")
 
 
 class SessionCookieConfig(_Strict):

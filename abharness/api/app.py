@@ -109,6 +109,15 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+def writer_stats(w: Any) -> WriterStats:
+    """Read a writer's counters (the ``EventWriter`` surface; fakes may lack the newer ones)."""
+    return WriterStats(
+        w.queue_depth, w.dropped, w.written, failed_batches=getattr(w, "failed_batches", 0),
+        spooled=getattr(w, "spooled", 0), quarantined=getattr(w, "quarantined", 0), lost=getattr(w, "lost", 0),
+        store_up=0 if getattr(w, "state", "healthy") != "healthy" else 1,
+    )
+
+
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
@@ -212,11 +221,12 @@ def create_app(
                 the_writer = EventWriter(
                     the_store, max_queue=ev.max_queue, batch_size=ev.batch_size,
                     flush_interval_s=ev.flush_interval_s, on_full=ev.on_full, on_write_seconds=metrics.observe_write,
+                    spool_dir=ev.spool_dir, spool_after_s=ev.spool_after_s,
                 )
             if the_writer is not None:
                 the_writer.start()
                 w = the_writer
-                metrics.attach_writer(lambda: WriterStats(w.queue_depth, w.dropped, w.written))
+                metrics.attach_writer(lambda: writer_stats(w))
             app.state.service = ProxyService(
                 config, the_backends, state=state, metrics=metrics, writer=the_writer if config.events.enabled
                 else None, store=the_store, secret=secret, clock=clock,

@@ -3,6 +3,7 @@ render; errors become 4xx/503 through the handlers installed in ``abharness.api.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated
 
@@ -22,9 +23,11 @@ from abharness.api.schemas import (
     SearchResult,
 )
 from abharness.core.tokens import InvalidToken
-from abharness.serve.service import ProxyService
+from abharness.serve.service import ProxyService, QueueFull
 
 __all__ = ["router", "get_service", "RequestError"]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -102,7 +105,7 @@ async def search(body: SearchRequest, request: Request, response: Response, serv
 @router.post("/click", response_model=ClickResponse)
 async def click(body: ClickRequest, service: Service) -> ClickResponse:
     """Record a click on a shown result; the token must verify and the doc must have been shown at ``position``."""
-    out = service.click(body.impression_token, body.doc_id, body.position, body.dwell_ms)
+    out = await service.click(body.impression_token, body.doc_id, body.position, body.dwell_ms)
     return ClickResponse(status="duplicate" if out.duplicate else "accepted", impression_id=out.impression_id)
 
 
@@ -118,9 +121,18 @@ async def events(body: EventsRequest, service: Service) -> EventsResponse:
     results: list[EventResult] = []
     for i, ev in enumerate(body.events):
         try:
-            out = service.click(ev.impression_token, ev.doc_id, ev.position, ev.dwell_ms)
+            out = await service.click(ev.impression_token, ev.doc_id, ev.position, ev.dwell_ms)
         except InvalidToken as exc:
             results.append(EventResult(index=i, status="rejected", reason=exc.reason, detail=str(exc)))
+            continue
+        except QueueFull as exc:
+            results.append(EventResult(index=i, status="rejected", reason="queue_full", detail=str(exc)))
+            continue
+        except Exception:  # one item must never fail the batch (the others may be stored already)
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("event %d of an /events batch failed (error id %s)", i, error_id)
+            results.append(EventResult(index=i, status="rejected", reason="internal",
+                                       detail=f"internal error; quote error id {error_id} to the operator"))
             continue
         results.append(EventResult(index=i, status="duplicate" if out.duplicate else "accepted"))
     return EventsResponse(

@@ -17,7 +17,9 @@ from abharness.errors import AbharnessError
 __all__ = ["build_app", "main", "COMMAND_MODULES"]
 
 # Add a module here when it gains commands; each must define register(app).
-COMMAND_MODULES: list[str] = ["evaluate", "serve", "analyze", "replay", "simulate", "demo", "finetune", "index", "data"]
+COMMAND_MODULES: list[str] = [
+    "evaluate", "serve", "analyze", "replay", "simulate", "demo", "finetune", "index", "data", "spool",
+]
 
 EXIT_USAGE_ERROR = 2
 

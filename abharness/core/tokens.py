@@ -66,6 +66,10 @@ def _mac(secret: bytes, body: str) -> str:
     return _b64e(hmac.new(secret, body.encode("ascii"), hashlib.sha256).digest())
 
 
+_MAC_CHARS = 43  # base64url of a 32-byte HMAC-SHA256 without padding
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
 def sign(claims: ImpressionClaims, secret: bytes) -> str:
     """Serialize and sign ``claims``."""
     payload = {
@@ -86,13 +90,25 @@ def sign(claims: ImpressionClaims, secret: bytes) -> str:
 
 def verify(token: str, secret: bytes, *, now: float, experiment_id: str | None = None) -> ImpressionClaims:
     """Check the signature, expiry and (when given) the experiment; return the claims or raise ``InvalidToken``."""
+    if not isinstance(token, str):
+        raise InvalidToken("forged", "impression_token is malformed; pass the impression_token of a /search response")
     body, sep, mac = token.partition(".")
-    if not sep or not body or not mac:
+    # Any malformed token (non-ASCII, wrong length, characters outside base64url) is ``forged``, never an
+    # exception: compare_digest needs two ASCII str of any length, and the MAC is checked before decoding.
+    if (
+        not sep
+        or not body
+        or len(mac) != _MAC_CHARS
+        or not _B64URL.issuperset(body)
+        or not _B64URL.issuperset(mac)
+    ):
         raise InvalidToken("forged", "impression_token is malformed; pass the impression_token of a /search response")
     if not hmac.compare_digest(_mac(secret, body), mac):
         raise InvalidToken("forged", "impression_token signature is invalid; it was not issued by this proxy")
     try:
         p = json.loads(_b64d(body))
+        if not isinstance(p, dict):
+            raise TypeError("payload is not an object")
         claims = ImpressionClaims(
             impression_id=str(p["i"]),
             experiment_id=str(p["e"]),
@@ -104,7 +120,7 @@ def verify(token: str, secret: bytes, *, now: float, experiment_id: str | None =
             doc_ids=tuple(str(d) for d in p["d"]),
             teams=tuple(None if g is None else str(g) for g in p["g"]),
         )
-    except (ValueError, KeyError, TypeError) as exc:  # signed but unreadable: a key shared with another program
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:  # signed but unreadable: a key shared with another program
         raise InvalidToken("forged", f"impression_token payload is unreadable ({type(exc).__name__})") from exc
     if now >= claims.expires_at:
         raise InvalidToken(

@@ -26,6 +26,11 @@ class WriterStats:
     queue_depth: int
     dropped: int
     written: int
+    failed_batches: int = 0
+    spooled: int = 0
+    quarantined: int = 0
+    lost: int = 0
+    store_up: int = 1
 
 
 class _WriterCollector(Collector):
@@ -47,6 +52,21 @@ class _WriterCollector(Collector):
         yield depth
         yield dropped
         yield written
+        for name, doc, value in (
+            ("abharness_event_store_failures", "Batch writes (and probes) the event store refused; each is retried",
+             stats.failed_batches),
+            ("abharness_events_spooled", "Accepted events spilled to the spool while the store was down",
+             stats.spooled),
+            ("abharness_events_quarantined", "Events the store refused on their own, set aside in the quarantine",
+             stats.quarantined),
+            ("abharness_events_lost", "Accepted events neither written nor spooled at shutdown", stats.lost),
+        ):
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
+        up = GaugeMetricFamily("abharness_event_store_up", "1 while the writer's last write succeeded, 0 while failing")
+        up.add_metric([], stats.store_up)
+        yield up
 
     def describe(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         return []
@@ -87,6 +107,12 @@ class ProxyMetrics:
         self.store_write_seconds = Histogram(
             "abharness_store_write_seconds",
             "Time to write one batch of events to the store",
+            buckets=WRITE_BUCKETS,
+            registry=registry,
+        )
+        self.store_probe_seconds = Histogram(
+            "abharness_store_probe_seconds",
+            "Time of the readiness probe's committed heartbeat write to the event store",
             buckets=WRITE_BUCKETS,
             registry=registry,
         )

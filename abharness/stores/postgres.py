@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -78,6 +80,7 @@ class PostgresStore:
     ) -> None:
         self.url = url
         self.safe_url = redact(url)
+        self._replica = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         try:
             pg_conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
@@ -217,6 +220,23 @@ class PostgresStore:
                 f"the PostgreSQL store {self.safe_url} is at schema version {version or 0}, expected "
                 f"{LATEST_VERSION}; run migrate() (open_store does it)"
             )
+        try:  # prove the store takes a write: commit one heartbeat row (readiness must mean "can log")
+            with self._pool.connection(timeout=2.0) as conn:
+                conn.execute(
+                    "INSERT INTO heartbeat (replica, ts) VALUES (%s, %s) "
+                    "ON CONFLICT (replica) DO UPDATE SET ts = excluded.ts",
+                    (self._replica, time.time()),
+                )
+        except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
+            raise StoreError(f"the PostgreSQL store {self.safe_url} cannot take a write: {exc}") from exc
+
+    def has_click(self, impression_id: str, doc_id: str) -> bool:
+        """True when the click (impression_id, doc_id) is stored."""
+        rows = self._fetch_dicts(
+            "checking a click", "SELECT 1 AS one FROM clicks WHERE impression_id = %s AND doc_id = %s",
+            (impression_id, doc_id),
+        )
+        return bool(rows)
 
     # -- writes --------------------------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ History
     2  aggregation: ``impressions.has_error`` (backfilled from ``error``), a covering index on
        (experiment, unit, arm, ...) so per-unit sums read the index rather than the wide rows, and a clicks index
        ordered for the first-click window.
+    3  ``heartbeat`` (one row per writer process): the readiness probe commits a write there, which proves the
+       store can take a write (a read-only file, a full disk or a read-only standby fail it).
 """
 
 from __future__ import annotations
@@ -149,9 +151,12 @@ _V2_POSTGRESQL = (
     "CREATE INDEX clicks_experiment_first ON clicks (experiment_id, impression_id, ts, position)",
 )
 
+_V3 = ("CREATE TABLE heartbeat (replica TEXT PRIMARY KEY, ts DOUBLE PRECISION NOT NULL)",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "impressions, clicks, audit", _V1_SQLITE, _V1_POSTGRESQL),
     Migration(2, "aggregation indexes and impressions.has_error", _V2_SQLITE, _V2_POSTGRESQL),
+    Migration(3, "heartbeat table for the readiness probe's write", _V3, _V3),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

@@ -5,11 +5,25 @@ gets its own connection to the file (SQLite connections must not be shared acros
 ``:memory:`` databases are private to one connection, so there all threads share one connection under a lock.
 ``synchronous=NORMAL`` in WAL mode: a committed batch survives a crash of the process; a power loss can undo the
 last commits (see docs/storage.md).
+
+The file under the store: the identity (device, inode) of the database file is recorded when the store opens it
+and checked before every transaction. A database file that was deleted (or its directory removed) or replaced is
+a failing store (``StoreError``), never a silent write into an unlinked file; no new connection is opened on a
+path whose file is gone (that would create an empty database). SQLite maps the WAL index (``-shm``) into memory;
+a ``-shm`` file shrunk under the process (truncated by another program) would fault with SIGBUS on the next
+access, so its size is checked too and the store stops touching its connections when it shrank.
+``mmap_size=0``: the database file itself is read with ``read()``, never memory-mapped.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import logging
+import os
+import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -27,7 +41,10 @@ from abharness.stores.schema import LATEST_VERSION, MIGRATIONS_TABLE_DDL, pendin
 
 __all__ = ["SQLiteStore"]
 
+log = logging.getLogger(__name__)
+
 _BUSY_TIMEOUT_MS = 30_000
+_SHM_MIN_BYTES = 32_768  # SQLite maps the WAL index in 32 KiB regions
 
 
 def _insert_sql(table: str, columns: Sequence[str]) -> str:
@@ -40,6 +57,41 @@ def _insert_sql(table: str, columns: Sequence[str]) -> str:
 _INSERT_IMPRESSION = _insert_sql("impressions", codec.IMPRESSION_COLUMNS)
 _INSERT_CLICK = _insert_sql("clicks", codec.CLICK_COLUMNS)
 _INSERT_AUDIT = _insert_sql("audit", codec.AUDIT_COLUMNS)
+
+
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IMMUTABLE_FL = 0x10
+_FS_APPEND_FL = 0x20
+
+
+def _shm_problem(shm: str) -> str | None:
+    """Why writing the mapped WAL index ``shm`` would fault (SIGBUS), or None.
+
+    A shared writable mapping faults with SIGBUS when the file shrinks below a mapped page, when the file is made
+    immutable or append-only (the kernel refuses the page write), or when its file system goes read-only.
+    """
+    try:
+        fd = os.open(shm, os.O_RDONLY)
+    except FileNotFoundError:
+        return None  # not created yet, or unlinked (the mapping of an unlinked file stays valid)
+    except OSError as exc:
+        return f"has an unreadable WAL index -shm ({exc.strerror})"
+    try:
+        if os.fstat(fd).st_size < _SHM_MIN_BYTES:
+            return "has a truncated WAL index (-shm)"
+        if os.fstatvfs(fd).f_flag & os.ST_RDONLY:
+            return "is on a file system that went read-only"
+        try:
+            buf = bytearray(8)
+            fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
+            flags = int.from_bytes(buf[:4], sys.byteorder)
+        except OSError:
+            return None  # file system without inode flags (tmpfs): no immutable bit to fear
+        if flags & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
+            return "has an immutable or append-only WAL index (-shm); SQLite can no longer write it"
+        return None
+    finally:
+        os.close(fd)
 
 
 class SQLiteStore:
@@ -56,6 +108,12 @@ class SQLiteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._closed = False
+        self._identity: tuple[int, int] | None = None
+        self._broken: str | None = None
+        self._shm_broken = False
+        self._generation = 0
+        self._abandoned: list[sqlite3.Connection] = []
+        self._replica = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         if not self._memory:
             parent = Path(self.path).expanduser().resolve().parent
             try:
@@ -78,6 +136,7 @@ class SQLiteStore:
             if not self._memory:
                 db.enable_wal()
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA mmap_size=0")
             conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         except sqlite3.Error as exc:
             raise StoreError(
@@ -85,7 +144,55 @@ class SQLiteStore:
             ) from exc
         with self._lock:
             self._all.append(conn)
+            if self._identity is None and not self._memory:
+                st = os.stat(self.path)
+                self._identity = (st.st_dev, st.st_ino)
         return conn
+
+    def _check_file(self) -> None:
+        """Raise ``StoreError`` when the database file is gone or replaced, or its ``-shm`` shrank (see module doc)."""
+        if self._broken is not None:
+            if not self._shm_broken or _shm_problem(self.path + "-shm") is not None:
+                raise StoreError(self._broken)
+            # The WAL index is writable again: new connections map it afresh (the old ones stay abandoned).
+            self._broken, self._shm_broken = None, False
+            log.warning("the SQLite store %r is writable again; reconnecting", self.path)
+        if self._memory or self._identity is None:
+            return
+        problem = None
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) != self._identity:
+                problem = "was replaced by another file"
+        except OSError as exc:
+            problem = f"is gone ({exc.strerror})"
+        shm_shrank = False
+        if problem is None:
+            problem = _shm_problem(self.path + "-shm")
+            shm_shrank = problem is not None
+        if problem is None:
+            return
+        self._broken = (
+            f"the SQLite database file {self.path!r} {problem} while the store was open; events are kept "
+            "queued/spooled: restore the file (or start the proxy on a new store) and load the spool back"
+        )
+        self._shm_broken = shm_shrank
+        log.error("%s", self._broken)
+        with self._lock:
+            conns, self._all = self._all, []
+            self._generation += 1
+        if shm_shrank:
+            # Closing would touch the shrunken mapping (SIGBUS): keep these connections referenced for ever.
+            for conn in conns:
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+            self._abandoned.extend(conns)
+        else:
+            for conn in conns:
+                try:
+                    conn.close()
+                except sqlite3.Error:  # pragma: no cover
+                    pass
+        raise StoreError(self._broken)
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
@@ -95,10 +202,12 @@ class SQLiteStore:
             with self._lock:
                 yield self._shared
             return
+        self._check_file()
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or getattr(self._local, "generation", 0) != self._generation:
             conn = self._connect()
             self._local.conn = conn
+            self._local.generation = self._generation
         yield conn
 
     def _query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
@@ -157,7 +266,8 @@ class SQLiteStore:
                 raise StoreError(f"migrating the SQLite store {self.path!r} failed: {exc}") from exc
 
     def ping(self) -> None:
-        """Raise ``StoreError`` unless the database is readable, writable and at the latest schema."""
+        """Raise ``StoreError`` unless the database is at the latest schema and takes a write: the probe commits one
+        row of the ``heartbeat`` table (a rolled-back ``BEGIN IMMEDIATE`` would never touch the disk)."""
         version = self.schema_version()
         if version != LATEST_VERSION:
             raise StoreError(
@@ -167,9 +277,21 @@ class SQLiteStore:
         with self._conn() as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute("ROLLBACK")
+                conn.execute(
+                    "INSERT INTO heartbeat (replica, ts) VALUES (?, ?) "
+                    "ON CONFLICT (replica) DO UPDATE SET ts = excluded.ts",
+                    (self._replica, time.time()),
+                )
+                conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise StoreError(f"the SQLite store {self.path!r} is not writable: {exc}") from exc
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"the SQLite store {self.path!r} cannot take a write: {exc}") from exc
+
+    def has_click(self, impression_id: str, doc_id: str) -> bool:
+        """True when the click (impression_id, doc_id) is stored."""
+        sql = "SELECT 1 FROM clicks WHERE impression_id = ? AND doc_id = ?"
+        return bool(self._query(sql, (impression_id, doc_id)))
 
     # -- writes --------------------------------------------------------------------------------------------
 

@@ -2,22 +2,35 @@
 
 ``submit`` appends to an in-memory queue under a lock held for O(1) work and returns at once. One daemon thread
 takes up to ``batch_size`` events (waiting at most ``flush_interval_s`` for a batch to fill) and commits them
-with ``store.write_batch``. Events stay in the queue until their batch is committed, so while the store is down
-(a PostgreSQL restart, a locked SQLite file) they are kept, up to ``max_queue``, and retried with exponential
-backoff capped at ``retry_max_s``. Because stores ignore duplicates by key, a batch retried after an ambiguous
-failure (commit succeeded, connection lost before the answer) is stored once.
+with ``store.write_batch``. Because stores ignore duplicates by key, a batch retried after an ambiguous failure
+(commit succeeded, connection lost before the answer) is stored once.
+
+A failing store and a bad event are told apart by the store's probe (``store.ping()``, which commits a small
+heartbeat write): a batch that fails while the probe fails means the *store* is failing; a batch that keeps
+failing while the probe succeeds holds a *bad event*.
+
+* Failing store: the events stay queued and the batch is retried with exponential backoff (``retry_initial_s``
+  doubling to ``retry_max_s``); ``state`` is ``"failing"`` (the proxy reports not ready). When the store stays down
+  longer than ``spool_after_s``, or the queue reaches ``spool_at_fraction`` of ``max_queue``, or the writer is
+  closing, the whole queue is spilled to the spool (``abharness.stores.spool``: fsynced JSON lines in a directory
+  of its own) and counted in ``spooled``; ``abharness spool load`` writes it back once the store is healthy.
+* Bad event: after ``_FAILURES_BEFORE_ISOLATING`` failures the batch is written one event at a time; an event
+  refused three times on its own while the probe succeeds is quarantined (appended to a quarantine file in the
+  spool directory, or only logged when there is no spool) and counted in ``quarantined``.
+
+Each change of state (healthy -> failing -> spooling -> healthy) is logged once, at WARNING or ERROR.
 
 When the queue is full, ``submit`` returns False and counts the event in ``dropped``; with ``on_full="reject"``
-it also counts it in ``rejected`` so the caller can refuse the request (e.g. 503 on ``POST /events``) instead of
-silently dropping. ``close()`` flushes everything accepted (bounded by its timeout) and stops the thread.
+it also counts it in ``rejected`` so the caller can refuse the request instead of silently dropping.
+``close()`` flushes everything accepted (bounded by its timeout); when the store is down at close, the queue is
+spilled to the spool, and only what cannot be spooled either is counted in ``lost``.
 
-What is lost when: a graceful ``close()`` loses nothing unless the store stays unreachable past the timeout
-(then ``lost`` says how many). A SIGKILL loses the queue: at most ``flush_interval_s`` worth of events when the
-store is healthy, up to ``max_queue`` events during a store outage.
+Accounting: every accepted event ends in exactly one of ``written`` (= ``stored`` + ``duplicates``), ``spooled``,
+``quarantined``, ``lost``, or is still queued (``queue_depth``).
 
-Poison events: if a batch fails three times in a row while ``store.ping()`` succeeds, the batch is written one
-event at a time; an event the store refuses three times on its own (with the store still answering pings) is
-dropped and counted in ``failed_events``, so one bad event cannot stall the log forever.
+What a SIGKILL loses: the queue. With a healthy store that is at most about ``flush_interval_s`` of events plus
+the batch being committed; during a store outage, what arrived since the last spill (at most ``spool_after_s``
+of events, bounded by ``spool_at_fraction * max_queue``).
 """
 
 from __future__ import annotations
@@ -27,19 +40,22 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 from abharness.core.events import AuditEntry, Click, Event, Impression
 from abharness.errors import ConfigError
 from abharness.stores.base import EventStore
+from abharness.stores.spool import Spool
 
-__all__ = ["EventWriter"]
+__all__ = ["EventWriter", "WriterState"]
 
 log = logging.getLogger(__name__)
 
 _EVENT_TYPES = (Impression, Click, AuditEntry)
 _FAILURES_BEFORE_ISOLATING = 3
+WriterState = Literal["healthy", "failing", "spooling"]
 
 
 class EventWriter:
@@ -56,6 +72,9 @@ class EventWriter:
         on_write_seconds: Callable[[float], None] | None = None,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 2.0,
+        spool_dir: str | Path | None = None,
+        spool_after_s: float = 10.0,
+        spool_at_fraction: float = 0.5,
     ) -> None:
         if int(max_queue) < 1:
             raise ConfigError(f"max_queue={max_queue!r} must be a positive number of events (e.g. 100000)")
@@ -70,7 +89,14 @@ class EventWriter:
                 f"retry_initial_s={retry_initial_s!r} and retry_max_s={retry_max_s!r} must satisfy "
                 "0 < retry_initial_s <= retry_max_s"
             )
+        if not spool_after_s >= 0:
+            raise ConfigError(f"spool_after_s={spool_after_s!r} must be >= 0 seconds (e.g. 10)")
+        if not 0 < spool_at_fraction <= 1:
+            raise ConfigError(f"spool_at_fraction={spool_at_fraction!r} must be in (0, 1] (e.g. 0.5)")
         self.store = store
+        self.spool = Spool(spool_dir) if spool_dir is not None else None
+        self.spool_after_s = float(spool_after_s)
+        self.spool_at_fraction = float(spool_at_fraction)
         self.max_queue = int(max_queue)
         self.batch_size = int(batch_size)
         self.flush_interval_s = float(flush_interval_s)
@@ -90,8 +116,13 @@ class EventWriter:
         self._stored = 0
         self._duplicates = 0
         self._failed_batches = 0
-        self._failed_events = 0
+        self._quarantined = 0
+        self._spooled = 0
         self._lost = 0
+        self._state: WriterState = "healthy"
+        self._failing_since: float | None = None
+        self._last_error = ""
+        self._spool_error_logged = False
 
     # -- counters (read without the lock: single int reads are atomic in CPython) -------------------------
 
@@ -136,9 +167,33 @@ class EventWriter:
         return self._failed_batches
 
     @property
+    def quarantined(self) -> int:
+        """Events the store refused on their own while its probe write succeeded (bad events), set aside."""
+        return self._quarantined
+
+    @property
     def failed_events(self) -> int:
-        """Events dropped because the store refused them individually while reachable (poison events)."""
-        return self._failed_events
+        """Alias of ``quarantined`` (older name)."""
+        return self._quarantined
+
+    @property
+    def spooled(self) -> int:
+        """Accepted events spilled to the spool because the store was down (load them back with the CLI)."""
+        return self._spooled
+
+    @property
+    def state(self) -> WriterState:
+        """``healthy``, ``failing`` (store down, events queued) or ``spooling`` (store down, queue spilled)."""
+        return self._state
+
+    def problem(self) -> str | None:
+        """Why the log is not healthy (for /readyz), or None."""
+        if self._state == "healthy":
+            return None
+        since = self._failing_since
+        for_s = f" for {time.monotonic() - since:.0f} s" if since is not None else ""
+        spool = f"; {self._spooled} events spooled" if self._spooled else ""
+        return f"event store failing{for_s} ({self._last_error}); {len(self._queue)} events queued{spool}"
 
     @property
     def lost(self) -> int:
@@ -156,7 +211,8 @@ class EventWriter:
             "dropped": self._dropped,
             "rejected": self._rejected,
             "failed_batches": self._failed_batches,
-            "failed_events": self._failed_events,
+            "quarantined": self._quarantined,
+            "spooled": self._spooled,
             "lost": self._lost,
         }
 
@@ -205,6 +261,8 @@ class EventWriter:
         thread = self._thread
         if thread is not None:
             thread.join(timeout=max(0.0, float(timeout_s)) + 5.0)
+        if self._queue and self.spool is not None:
+            self._spill("closing with the store unreachable")
         with self._cond:
             if self._queue:
                 self._lost += len(self._queue)
@@ -238,12 +296,19 @@ class EventWriter:
             if self._write(batch):
                 backoff = self.retry_initial_s
                 consecutive_failures = 0
+                self._healthy()
                 continue
             consecutive_failures += 1
-            if consecutive_failures >= _FAILURES_BEFORE_ISOLATING and self._store_reachable():
-                self._write_one_by_one(batch)
-                consecutive_failures = 0
-                continue
+            if self._store_reachable():
+                if consecutive_failures >= _FAILURES_BEFORE_ISOLATING:
+                    self._write_one_by_one(batch)
+                    consecutive_failures = 0
+                    continue
+            else:
+                self._failing()
+                if self.spool is not None and self._should_spill():
+                    self._spill("the store stayed unreachable")
+                    continue
             with self._cond:
                 # Sleep, but wake up for close(); never past the close deadline.
                 wait = backoff
@@ -253,25 +318,89 @@ class EventWriter:
                     self._cond.wait(wait)
             backoff = min(self.retry_max_s, backoff * 2)
 
+    # -- state changes (each logged once) -----------------------------------------------------------------
+
+    def _url(self) -> str:
+        return str(getattr(self.store, "url", self.store))
+
+    def _failing(self) -> None:
+        if self._state == "healthy":
+            self._state = "failing"
+            self._failing_since = time.monotonic()
+            log.error(
+                "event store %s is failing (%s): keeping %d events queued and retrying with backoff%s",
+                self._url(), self._last_error, len(self._queue),
+                f"; spilling to {self.spool.directory} after {self.spool_after_s:g} s" if self.spool else "",
+            )
+
+    def _healthy(self) -> None:
+        if self._state != "healthy":
+            since = self._failing_since
+            down_s = time.monotonic() - since if since is not None else 0.0
+            self._state = "healthy"
+            self._failing_since = None
+            log.warning(
+                "event store %s is healthy again after %.1f s%s", self._url(), down_s,
+                f"; {self._spooled} events were spooled to {self.spool.directory}: load them with "
+                f"`abharness spool load --store URL --spool-dir {self.spool.directory}`"
+                if self._spooled and self.spool is not None else "",
+            )
+
+    def _should_spill(self) -> bool:
+        if self._closing:
+            return True
+        if len(self._queue) >= self.spool_at_fraction * self.max_queue:
+            return True
+        since = self._failing_since
+        return since is not None and time.monotonic() - since >= self.spool_after_s
+
+    def _spill(self, why: str) -> None:
+        """Append the whole queue to the spool (fsynced) and forget it; on a spool failure keep it queued."""
+        assert self.spool is not None
+        with self._cond:
+            events = list(self._queue)
+        if not events:
+            return
+        try:
+            path = self.spool.spill(events)
+        except OSError as exc:
+            if not self._spool_error_logged:
+                self._spool_error_logged = True
+                log.error("cannot write the spool in %s (%s): %d events stay queued", self.spool.directory, exc,
+                          len(events))
+            return
+        self._spool_error_logged = False
+        with self._cond:
+            for _ in range(min(len(events), len(self._queue))):
+                self._queue.popleft()
+            self._spooled += len(events)
+            self._cond.notify_all()
+        if self._state != "spooling":
+            log.error("%s: spooled %d accepted events to %s (further spills are logged at INFO)", why,
+                      len(events), path)
+            self._state = "spooling"
+        else:
+            log.info("spooled %d more events to %s", len(events), path)
+
     def _write(self, batch: list[Event]) -> bool:
         t0 = time.perf_counter()
         try:
             result = self.store.write_batch(batch)
         except Exception as exc:  # any store failure: keep the events, retry later
             self._failed_batches += 1
-            log.warning("writing %d events to the store failed (will retry): %s", len(batch), exc)
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.debug("writing %d events to the store failed (will retry): %s", len(batch), exc)
             return False
         self._observe(time.perf_counter() - t0)
         self._commit(len(batch), result.stored, result.duplicates)
         return True
 
-    def _commit(self, n: int, stored: int, duplicates: int, failed: int = 0) -> None:
+    def _commit(self, n: int, stored: int, duplicates: int) -> None:
         with self._cond:
             for _ in range(min(n, len(self._queue))):
                 self._queue.popleft()
             self._stored += stored
             self._duplicates += duplicates
-            self._failed_events += failed
             self._cond.notify_all()
 
     def _observe(self, seconds: float) -> None:
@@ -285,15 +414,30 @@ class EventWriter:
     def _store_reachable(self) -> bool:
         try:
             self.store.ping()
-        except Exception:
+        except Exception as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
             return False
         return True
 
-    def _write_one_by_one(self, batch: list[Event]) -> None:
-        """Isolate events the store refuses while it is reachable; drop and count those, keep the rest.
+    def _quarantine(self, event: Event, exc: Exception) -> None:
+        where = "not written (no spool directory configured)"
+        if self.spool is not None:
+            try:
+                where = f"quarantined in {self.spool.quarantine([event])}"
+            except OSError as err:
+                where = f"could not be quarantined ({err})"
+        log.error("the store refuses %s %r on its own: %s; %s", type(event).__name__, event, exc, where)
+        with self._cond:
+            if self._queue:
+                self._queue.popleft()
+            self._quarantined += 1
+            self._cond.notify_all()
 
-        An event is dropped only after ``_FAILURES_BEFORE_ISOLATING`` attempts of its own, each followed by a
-        successful ping: a transient failure must not cost a good event.
+    def _write_one_by_one(self, batch: Sequence[Event]) -> None:
+        """Isolate events the store refuses while its probe write succeeds; quarantine those, keep the rest.
+
+        An event is set aside only after ``_FAILURES_BEFORE_ISOLATING`` attempts of its own, each followed by a
+        successful probe: a transient failure must not cost a good event.
         """
         for event in batch:
             delay = self.retry_initial_s
@@ -309,8 +453,7 @@ class EventWriter:
                         time.sleep(delay)
                         delay = min(self.retry_max_s, delay * 2)
                         continue
-                    log.error("the store refuses %s %r on its own; dropping it: %s", type(event).__name__, event, exc)
-                    self._commit(1, 0, 0, failed=1)
+                    self._quarantine(event, exc)
                     break
                 self._observe(time.perf_counter() - t0)
                 self._commit(1, result.stored, result.duplicates)

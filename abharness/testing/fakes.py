@@ -126,6 +126,9 @@ class MemoryStore:
     def get_impression(self, impression_id: str) -> Impression | None:
         return self.impressions.get(impression_id)
 
+    def has_click(self, impression_id: str, doc_id: str) -> bool:
+        return (impression_id, doc_id) in self.clicks
+
     def experiments(self) -> list[str]:
         return sorted({i.experiment_id for i in self.impressions.values()})
 

@@ -1,0 +1,68 @@
+"""``abharness spool status|load``: the events the proxy spilled or quarantined while its store failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from abharness.errors import AbharnessError
+
+__all__ = ["register"]
+
+EXIT_USAGE_ERROR = 2
+
+SpoolDir = Annotated[Path, typer.Option("--spool-dir", help="The proxy's events.spool_dir.")]
+
+
+def _fail(exc: AbharnessError) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+    return typer.Exit(EXIT_USAGE_ERROR)
+
+
+def status_command(spool_dir: SpoolDir = Path("abharness-spool")) -> None:
+    """List the spool and quarantine files not loaded yet, with their event counts."""
+    from abharness.stores.spool import Spool
+
+    spool = Spool(spool_dir)
+    out = Console(soft_wrap=True)
+    for quarantine in (False, True):
+        for path in spool.files(quarantine=quarantine):
+            with path.open("rb") as f:
+                n = sum(1 for line in f if line.strip())
+            out.print(f"{'quarantine' if quarantine else 'spool':<10} {n:>8} events  {path}")
+    out.print(f"{spool.pending()} spooled events waiting to be loaded")
+
+
+def load_command(
+    store: Annotated[str, typer.Option("--store", help="Store URL to load into (the proxy's store_url).")],
+    spool_dir: SpoolDir = Path("abharness-spool"),
+    quarantine: Annotated[bool, typer.Option(
+        help="Load the quarantined (refused) events instead of the spool, after fixing what made them fail.")] = False,
+) -> None:
+    """Write the spooled events back into the store once it is healthy. Safe to run twice: duplicates are ignored."""
+    from abharness.stores import open_store
+    from abharness.stores.spool import load_spool
+
+    try:
+        the_store = open_store(store)
+        try:
+            result = load_spool(the_store, spool_dir, quarantine=quarantine)
+        finally:
+            the_store.close()
+    except AbharnessError as exc:
+        raise _fail(exc) from None
+    Console(soft_wrap=True).print(
+        f"[green]loaded[/] {result.files} file(s): {result.events} events, {result.stored} newly stored, "
+        f"{result.duplicates} already present, {result.unreadable} unreadable line(s) skipped"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Load back events spooled while the event store was down.", no_args_is_help=True)
+    group.command("status")(status_command)
+    group.command("load")(load_command)
+    app.add_typer(group, name="spool")
