@@ -22,8 +22,8 @@ import numpy as np
 from abharness.backends.base import BackendInfo
 from abharness.core.hits import Hit
 from abharness.encoders.base import Encoder
-from abharness.errors import AbharnessError, BackendError, ConfigError, FingerprintMismatch
-from abharness.index.faiss_index import FaissIndex
+from abharness.errors import AbharnessError, BackendError, ConfigError
+from abharness.index.faiss_index import FaissIndex, check_query_encoder
 
 __all__ = ["LocalBackend", "open_local_backend", "CacheStats"]
 
@@ -59,11 +59,7 @@ class LocalBackend:
         max_wait_ms: float = 2.0,
         timeout_s: float = 60.0,
     ) -> None:
-        if index.manifest.model_fingerprint != encoder.fingerprint:
-            raise FingerprintMismatch(
-                f"index built with model fingerprint {index.manifest.model_fingerprint} cannot be served with model "
-                f"{encoder.name!r} ({encoder.fingerprint}); load the index with the model that built it"
-            )
+        check_query_encoder(index.manifest, encoder, where="the index served by this arm")
         if cache_size < 0 or max_batch < 1 or max_wait_ms < 0:
             raise ConfigError(
                 f"cache_size={cache_size}, max_batch={max_batch}, max_wait_ms={max_wait_ms}: need cache_size >= 0, "

@@ -91,13 +91,18 @@ def _quiet_transformers() -> None:
         pass
 
 
-def load_encoder(spec: str | os.PathLike[str], *, device: str = "cpu") -> SentenceTransformerEncoder:
+def load_encoder(spec: str | os.PathLike[str], *, device: str = "cpu") -> Any:
     """Load an encoder from ``"minilm"`` (packaged all-MiniLM-L6-v2, offline), a sentence-transformers model
-    directory, or a hub id (only with network; set ``HF_HUB_OFFLINE=1`` to forbid it). Raises ``ModelError``."""
+    directory, an ONNX encoder directory (``abharness model export --onnx``; an ``OnnxEncoder``), or a hub id (only
+    with network; set ``HF_HUB_OFFLINE=1`` to forbid it). Raises ``ModelError``."""
+    spec_str = str(spec)
+    from abharness.encoders.onnx import is_onnx_dir, load_onnx_encoder
+
+    if spec_str not in BUILTIN_MODELS and is_onnx_dir(spec_str):
+        return load_onnx_encoder(spec_str)
     from sentence_transformers import SentenceTransformer
 
     _quiet_transformers()
-    spec_str = str(spec)
     if spec_str in BUILTIN_MODELS:
         path: Path | None = builtin_model_path(spec_str)
     elif Path(spec_str).exists():

@@ -30,7 +30,7 @@ from abharness.index.manifest import (
     read_index_manifest,
 )
 
-__all__ = ["FaissIndex", "build_index", "load_index", "default_params"]
+__all__ = ["FaissIndex", "build_index", "load_index", "default_params", "accepts_query_encoder", "check_query_encoder"]
 
 
 def default_params(kind: str, num_docs: int) -> dict[str, Any]:
@@ -181,18 +181,38 @@ def build_index(
     return manifest
 
 
+def accepts_query_encoder(manifest: IndexManifest, encoder: Encoder) -> bool:
+    """True when ``encoder`` may encode queries for this index: it is the model that encoded the documents, or an
+    export of it (an ONNX encoder whose ``source_fingerprint`` is the index's model fingerprint)."""
+    return manifest.model_fingerprint in {encoder.fingerprint, getattr(encoder, "source_fingerprint", None)}
+
+
+def check_query_encoder(manifest: IndexManifest, encoder: Encoder, *, where: str) -> None:
+    """Raise ``FingerprintMismatch`` (one line: both fingerprints and the fix) unless the index accepts ``encoder``."""
+    if accepts_query_encoder(manifest, encoder):
+        return
+    source = getattr(encoder, "source_fingerprint", None)
+    if source is not None:
+        raise FingerprintMismatch(
+            f"{where} pins model {manifest.model_name!r} (fingerprint {manifest.model_fingerprint}) but the ONNX encoder "
+            f"{encoder.name!r} was exported from model fingerprint {source}; export it from the model that built the "
+            f"index: abharness model export --onnx --model {manifest.model_name} --data DIR --out DIR"
+        )
+    raise FingerprintMismatch(
+        f"{where} was built with model {manifest.model_name!r} (fingerprint {manifest.model_fingerprint}) "
+        f"but model {encoder.name!r} has fingerprint {encoder.fingerprint}; use the model it was built with, or "
+        f"rebuild: abharness index build --model {encoder.name} --data DIR --out DIR --overwrite"
+    )
+
+
 def load_index(index_dir: str | Path, encoder: Encoder | None = None) -> FaissIndex:
     """Load an index; with ``encoder``, refuse it (``FingerprintMismatch``) unless it is the model that built it."""
     import faiss
 
     index_dir = Path(index_dir)
     manifest = read_index_manifest(index_dir)
-    if encoder is not None and encoder.fingerprint != manifest.model_fingerprint:
-        raise FingerprintMismatch(
-            f"index {index_dir} was built with model {manifest.model_name!r} (fingerprint {manifest.model_fingerprint}) "
-            f"but model {encoder.name!r} has fingerprint {encoder.fingerprint}; use the model it was built with, or "
-            f"rebuild: abharness index build --model {encoder.name} --data DIR --out {index_dir} --overwrite"
-        )
+    if encoder is not None:
+        check_query_encoder(manifest, encoder, where=f"index {index_dir}")
     for name in (INDEX_NAME, DOCS_NAME):
         if not (index_dir / name).is_file():
             raise IndexError_(f"{index_dir / name} is missing; the index is incomplete, rebuild it")
