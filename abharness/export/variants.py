@@ -20,6 +20,7 @@ Axes 0 and 1 are dynamic, so each batch is padded only to its own longest text.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -147,12 +148,14 @@ def _static(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]], work
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = work / "static-pre.onnx"
-    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-    quantize_static(
-        str(prepared), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"],
-        calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99},
-    )
+    # the pre-processing and the calibrator drop scratch files into the current directory: keep them in `work`
+    with contextlib.chdir(work):
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"],
+            calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99},
+        )
 
 
 def build_variant(
