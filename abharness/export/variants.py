@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,9 @@ def export_fp32(model_dir: Path, out_file: Path) -> list[str]:
     sample = tuple(torch.ones(2, 16, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, 16, dtype=torch.long)
                    for n in names)
     errors: list[str] = []
-    with torch.inference_mode(False), torch.no_grad():
+    # the exporters warn a lot (tracer warnings, deprecations); under `-W error` a warning would abort the export
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
                 wrapped, sample, str(out_file), input_names=names, output_names=["token_embeddings"],
