@@ -26,6 +26,7 @@ __all__ = [
     "LimitsConfig",
     "EventsConfig",
     "SessionCookieConfig",
+    "CorsConfig",
     "ExperimentConfig",
     "load_config",
     "parse_config",
@@ -93,6 +94,7 @@ class TimeoutsConfig(_Strict):
 class LimitsConfig(_Strict):
     max_query_chars: int = Field(1000, ge=1)
     max_k: int = Field(100, ge=1)
+    max_offset: int = Field(1000, ge=0, description="deepest result offset a later page may ask for")
     max_body_bytes: int = Field(64 * 1024, ge=256)
     max_events_per_batch: int = Field(1000, ge=1)
     max_shadow_inflight: int = Field(256, ge=1, description="shadow rankings in flight before new ones are skipped")
@@ -120,6 +122,34 @@ class SessionCookieConfig(_Strict):
     secure: bool = True
 
 
+_ORIGIN = re.compile(r"^https?://[^/\s]+$")
+
+
+class CorsConfig(_Strict):
+    """Browsers on these origins may call the public routes (/search, /click, /events) from a results page."""
+
+    allow_origins: list[str] = Field(min_length=1, description='e.g. ["https://shop.example.com"]; "*" only '
+                                     "without credentials")
+    allow_credentials: bool = Field(True, description="let the browser send the proxy's session cookie")
+    max_age_s: int = Field(600, ge=0, description="how long a browser may cache a preflight answer")
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin; write scheme://host[:port] without a path, "
+                                 "e.g. https://shop.example.com")
+        return [o.rstrip("/") for o in v]
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> CorsConfig:
+        if "*" in self.allow_origins and self.allow_credentials:
+            raise ValueError('allow_origins "*" with allow_credentials: true is refused (any site could send '
+                             "clicks as your users); list the origins, or set allow_credentials: false")
+        return self
+
+
 class ExperimentConfig(_Strict):
     """One experiment served by the proxy."""
 
@@ -138,6 +168,8 @@ class ExperimentConfig(_Strict):
     token_secret: SecretStr | None = None
     token_ttl_s: float = Field(24 * 3600, gt=0)
     session_cookie: SessionCookieConfig | None = None
+    cors: CorsConfig | None = Field(None, description="browser origins allowed to call the public routes")
+    demo_page: bool = Field(False, description="serve the example search page at /demo (docs/proxy.md)")
     overrides: dict[str, str] = Field(default_factory=dict, description="unit id -> arm (QA)")
     allow_ramp_down: bool = False
     admin_sync_interval_s: float = Field(

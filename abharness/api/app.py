@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from abharness.api.admin import admin_router
+from abharness.api.browser import BeaconMiddleware, PublicCORSMiddleware, browser_router
 from abharness.api.routes import RequestError, router
 from abharness.backends.base import SearchBackend
 from abharness.backends.factory import build_backends
@@ -268,6 +269,10 @@ def create_app(
     app.state.admin_token = config.admin_token.get_secret_value().encode("utf-8")
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(browser_router)
     install_error_handlers(app)
+    app.add_middleware(BeaconMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.limits.max_body_bytes)
+    if config.cors is not None:  # outermost: a preflight is answered before any other check
+        app.add_middleware(PublicCORSMiddleware, cors=config.cors)
     return app

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from abharness.api.schemas import (
+    ClickEvent,
     ClickRequest,
     ClickResponse,
     EventResult,
@@ -22,6 +23,7 @@ from abharness.api.schemas import (
     SearchResponse,
     SearchResult,
 )
+from abharness.core.paging import InvalidPageToken, PageState, verify_page
 from abharness.core.tokens import InvalidToken
 from abharness.serve.service import ProxyService, QueueFull
 
@@ -71,6 +73,35 @@ def _resolve_unit(body: SearchRequest, request: Request, response: Response, ser
     return unit
 
 
+def _page_of(body: SearchRequest, unit_id: str, service: ProxyService) -> tuple[int, PageState | None]:
+    """The absolute offset asked for and, with a page token, the verified state of the list it continues."""
+    cfg = service.config
+    k = body.k or cfg.k
+    offset = body.offset if body.offset is not None else ((body.page - 1) * k if body.page else None)
+    page = None
+    if body.page_token is not None:
+        try:
+            page = verify_page(body.page_token, service.secret, now=service.now(), experiment_id=cfg.experiment_id,
+                               unit_id=unit_id, query=body.query)
+        except InvalidPageToken as exc:
+            raise RequestError(403, "invalid_page_token", str(exc)) from None
+        if offset is None:
+            offset = page.offset
+        elif offset != page.offset or (body.k is not None and body.k != page.k):
+            raise RequestError(422, "page_mismatch",
+                               f"offset {offset} (k {k}) does not continue the page_token's list, which goes on at "
+                               f"offset {page.offset} with k {page.k}; send the page_token alone or its offset")
+    offset = offset or 0
+    if offset > cfg.limits.max_offset:
+        raise RequestError(422, "offset_too_large",
+                           f"offset is {offset}; the limit is limits.max_offset={cfg.limits.max_offset}")
+    if offset and page is None and cfg.mode == "interleave":
+        raise RequestError(422, "page_token_required",
+                           "in interleave mode a later page continues the first page's interleaved list: send the "
+                           "page_token of the previous page's response with this request")
+    return offset, page
+
+
 @router.post("/search", response_model=SearchResponse)
 async def search(body: SearchRequest, request: Request, response: Response, service: Service) -> SearchResponse:
     """Route one search (ab / interleave / shadow) and return the shown list with a signed impression token."""
@@ -86,7 +117,8 @@ async def search(body: SearchRequest, request: Request, response: Response, serv
     if body.k is not None and body.k > limits.max_k:
         raise RequestError(422, "k_too_large", f"k is {body.k}; the limit is limits.max_k={limits.max_k}")
     unit_id = _resolve_unit(body, request, response, service)
-    out = await service.search(body.query, unit_id, body.k, body.context)
+    offset, page = _page_of(body, unit_id, service)
+    out = await service.search(body.query, unit_id, body.k, body.context, offset=offset, page=page)
     return SearchResponse(
         impression_id=out.impression_id,
         impression_token=out.impression_token,
@@ -99,6 +131,9 @@ async def search(body: SearchRequest, request: Request, response: Response, serv
                          team=r.team)
             for r in out.results
         ],
+        offset=out.offset,
+        has_more=out.has_more,
+        page_token=out.page_token,
     )
 
 
@@ -109,9 +144,16 @@ async def click(body: ClickRequest, service: Service) -> ClickResponse:
     return ClickResponse(status="duplicate" if out.duplicate else "accepted", impression_id=out.impression_id)
 
 
-@router.post("/events", response_model=EventsResponse)
+# navigator.sendBeacon sends a string body as text/plain (a CORS-safelisted type: no preflight); BeaconMiddleware
+# hands it to this route as JSON, so both content types are documented with the same schema.
+_EVENTS_BODY = {"requestBody": {"content": {"text/plain": {"schema": {"$ref": "#/components/schemas/EventsRequest"}}}}}
+
+
+@router.post("/events", response_model=EventsResponse, openapi_extra=_EVENTS_BODY)
 async def events(body: EventsRequest, service: Service) -> EventsResponse:
-    """A batch of client events (clicks). Each is validated on its own; the response lists every outcome."""
+    """A batch of browser events: clicks, results seen, dwell times. Accepts ``application/json`` and the
+    ``text/plain`` body of ``navigator.sendBeacon``. Each is validated on its own; the response lists every
+    outcome."""
     limit = service.config.limits.max_events_per_batch
     if len(body.events) > limit:
         raise RequestError(
@@ -121,7 +163,10 @@ async def events(body: EventsRequest, service: Service) -> EventsResponse:
     results: list[EventResult] = []
     for i, ev in enumerate(body.events):
         try:
-            out = await service.click(ev.impression_token, ev.doc_id, ev.position, ev.dwell_ms)
+            if isinstance(ev, ClickEvent):
+                out = await service.click(ev.impression_token, ev.doc_id, ev.position, ev.dwell_ms)
+            else:
+                out = service.feedback(ev.impression_token, ev.type, ev.doc_id, ev.position, ev.dwell_ms)
         except InvalidToken as exc:
             results.append(EventResult(index=i, status="rejected", reason=exc.reason, detail=str(exc)))
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "SearchRequest",
@@ -13,6 +13,7 @@ __all__ = [
     "ClickRequest",
     "ClickResponse",
     "ClickEvent",
+    "FeedbackEvent",
     "EventsRequest",
     "EventResult",
     "EventsResponse",
@@ -36,6 +37,19 @@ class SearchRequest(_Body):
     context: dict[str, ContextValue] | None = Field(
         None, max_length=32, description="segment attributes (device, locale, ...) stored with the impression"
     )
+    offset: int | None = Field(None, ge=0, description="results to skip (a later page); 0 = the first page")
+    page: int | None = Field(None, ge=1, description="1-based page number (offset = (page - 1) x k)")
+    page_token: str | None = Field(
+        None, min_length=1, max_length=65_536,
+        description="the previous page's page_token: continues the same list from the same arm (required after "
+        "page 1 in interleave mode)",
+    )
+
+    @model_validator(mode="after")
+    def _one_offset(self) -> SearchRequest:
+        if self.offset is not None and self.page is not None:
+            raise ValueError("give offset or page, not both")
+        return self
 
 
 class SearchResult(BaseModel):
@@ -54,6 +68,9 @@ class SearchResponse(BaseModel):
     fallback: bool
     unit_id: str
     results: list[SearchResult]
+    offset: int = Field(0, description="absolute offset of this page; positions are absolute (offset + 1, ...)")
+    has_more: bool = Field(False, description="a next page may have results")
+    page_token: str | None = Field(None, description="send it with the next page's request")
 
 
 class ClickRequest(_Body):
@@ -72,8 +89,28 @@ class ClickEvent(ClickRequest):
     type: Literal["click"] = "click"
 
 
+class FeedbackEvent(_Body):
+    """A browser signal about a shown result: ``seen`` (scrolled into view) or ``dwell`` (``dwell_ms`` spent on a
+    clicked result before the user came back)."""
+
+    type: Literal["seen", "dwell"]
+    impression_token: str = Field(min_length=1, max_length=65_536)
+    doc_id: str = Field(min_length=1, max_length=512)
+    position: int = Field(ge=1, description="1-based position the doc was shown at")
+    dwell_ms: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _dwell_has_time(self) -> FeedbackEvent:
+        if self.type == "dwell" and self.dwell_ms is None:
+            raise ValueError("a dwell event needs dwell_ms (milliseconds spent on the clicked result)")
+        return self
+
+
 class EventsRequest(_Body):
-    events: list[ClickEvent] = Field(min_length=1)
+    """A batch of browser events. Sent as ``application/json`` or as ``text/plain`` (what ``navigator.sendBeacon``
+    sends for a string body); both carry the same JSON."""
+
+    events: list[ClickEvent | FeedbackEvent] = Field(min_length=1)
 
 
 class EventResult(BaseModel):

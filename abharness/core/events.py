@@ -16,6 +16,8 @@ __all__ = [
     "ShownResult",
     "Impression",
     "Click",
+    "Feedback",
+    "FEEDBACK_KINDS",
     "AuditEntry",
     "Event",
     "UnitAggregate",
@@ -77,6 +79,30 @@ class Click:
     dwell_ms: float | None = None
 
 
+#: Kinds of ``Feedback``: "seen" = the result was scrolled into view (an impression actually seen), "dwell" = the
+#: time spent on a clicked result before the user came back (``value`` in ms).
+FEEDBACK_KINDS: tuple[str, ...] = ("seen", "dwell")
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A browser-side signal about one shown result other than the click itself (see ``FEEDBACK_KINDS``).
+
+    (impression_id, kind, doc_id) is unique: a signal sent twice (a beacon retried) is stored once. A "dwell"
+    also fills ``dwell_ms`` of the matching click when the store holds it without one.
+    """
+
+    impression_id: str
+    experiment_id: str
+    unit_id: str
+    arm: str
+    ts: float
+    kind: str
+    doc_id: str
+    position: int
+    value: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """An admin action (allocation change, pause, kill switch, override), kept in the store."""
@@ -88,7 +114,7 @@ class AuditEntry:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-Event = Impression | Click | AuditEntry
+Event = Impression | Click | AuditEntry | Feedback
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,14 @@ from collections.abc import Mapping, Sequence
 __all__ = ["team_draft"]
 
 
-def team_draft(rankings: Mapping[str, Sequence[str]], k: int, rng: random.Random) -> list[tuple[str, str]]:
+def team_draft(
+    rankings: Mapping[str, Sequence[str]], k: int, rng: random.Random,
+    prior: Sequence[tuple[str, str]] = (),
+) -> list[tuple[str, str]]:
     """Interleave ``rankings`` (team name -> ranked doc ids, best first) into at most ``k`` (doc_id, team) pairs.
 
+    ``prior`` continues a list already shown (a next result page): its documents are never picked again and its
+    team counts carry over, so the continued list stays balanced. Only the new pairs are returned.
     Raises ``ValueError`` for fewer than two teams or ``k < 1``. Duplicate ids within one ranking are ignored
     after their first occurrence.
     """
@@ -40,6 +45,10 @@ def team_draft(rankings: Mapping[str, Sequence[str]], k: int, rng: random.Random
     cursor = {t: 0 for t in teams}
     picks = {t: 0 for t in teams}
     shown: set[str] = set()
+    for doc, team in prior:
+        shown.add(doc)
+        if team in picks:
+            picks[team] += 1
     out: list[tuple[str, str]] = []
 
     def next_doc(team: str) -> str | None:

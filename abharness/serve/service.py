@@ -23,9 +23,9 @@ import anyio.to_thread
 from abharness.backends.base import SearchBackend
 from abharness.config import ExperimentConfig
 from abharness.core.assignment import assign
-from abharness.core.events import AuditEntry, Click, Event, Impression, ShownResult
+from abharness.core.events import AuditEntry, Click, Event, Feedback, Impression, ShownResult
 from abharness.core.hits import Hit
-from abharness.core.interleaving import team_draft
+from abharness.core.paging import PageState, ab_page, interleaved_page, query_digest, sign_page
 from abharness.core.tokens import ImpressionClaims, InvalidToken, check_click, sign, verify
 from abharness.errors import BackendError, StoreError
 from abharness.observability.metrics import ProxyMetrics
@@ -58,6 +58,9 @@ class SearchOutcome:
     fallback: bool
     results: tuple[ShownResult, ...]
     titles: Mapping[str, str]
+    offset: int = 0
+    has_more: bool = False
+    page_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,15 @@ class ProxyService:
         self._started_at = clock()
         self.sync_metrics()
 
+    @property
+    def secret(self) -> bytes:
+        """The key that signs impression and page tokens."""
+        return self._secret
+
+    def now(self) -> float:
+        """The service's clock (injectable in tests)."""
+        return self._clock()
+
     # ----------------------------------------------------------------------------------------------- search
     async def _call(self, arm: str, query: str, k: int, timeout_s: float) -> list[Hit]:
         backend = self.backends[arm]
@@ -165,68 +177,89 @@ class ProxyService:
         }
 
     async def search(
-        self, query: str, unit_id: str, k: int | None = None, context: Mapping[str, Any] | None = None
+        self, query: str, unit_id: str, k: int | None = None, context: Mapping[str, Any] | None = None, *,
+        offset: int = 0, page: PageState | None = None,
     ) -> SearchOutcome:
         """Serve one search for ``unit_id`` according to the mode and the live state.
 
+        ``offset`` > 0 asks for a later page; ``page`` (a verified page token) continues a list from the arm and
+        with the seed of its first page (see ``abharness.core.paging``). Positions are absolute.
         Raises ``ControlUnavailable`` when control fails and ``QueueFull`` when the event queue rejects.
         """
         try:
-            return await self._search(query, unit_id, k, context)
+            return await self._search(query, unit_id, k, context, offset, page)
         except ControlUnavailable:
             self.metrics.search_requests.labels(self.config.control, self.config.mode, "error").inc()
             raise
 
     async def _search(
-        self, query: str, unit_id: str, k: int | None, context: Mapping[str, Any] | None
+        self, query: str, unit_id: str, k: int | None, context: Mapping[str, Any] | None, offset: int = 0,
+        page: PageState | None = None,
     ) -> SearchOutcome:
         t0 = time.perf_counter()
         cfg, state = self.config, self.state
-        k = k or cfg.k
+        k = page.k if page is not None else (k or cfg.k)
+        depth = offset + k
+        before = page.shown if page is not None else ()
         control = cfg.control
         ctx = dict(context or {})
         impression_id = uuid.uuid4().hex
+        seed = page.seed if page is not None else impression_id
+        if offset:
+            ctx.update(first_impression_id=seed, page_offset=offset)
         titles: dict[str, str] = {}
 
         def shown(hits: list[Hit], team: str) -> tuple[ShownResult, ...]:
+            by_doc = {h.doc_id: h for h in hits}
             for h in hits:
                 titles[h.doc_id] = h.title
-            return tuple(ShownResult(h.doc_id, i + 1, h.score, team) for i, h in enumerate(hits))
+            docs = ab_page([h.doc_id for h in hits], offset, k, before)
+            return tuple(ShownResult(d, offset + i + 1, by_doc[d].score, team) for i, d in enumerate(docs))
 
         if state.routing_to_control:
-            results = shown(await self._control(query, k), control)
+            results = shown(await self._control(query, depth), control)
             status = "killed" if state.killed else "paused"
             self.metrics.search_requests.labels(control, "ab", status).inc()
             # Not an experiment exposure: nothing is logged and no token is issued (see docs/proxy.md).
-            return SearchOutcome(impression_id, None, control, "ab", False, results, titles)
+            return SearchOutcome(impression_id, None, control, "ab", False, results, titles,
+                                 offset=offset, has_more=len(results) == k)
 
         mode = cfg.mode
         override = state.overrides.get(unit_id)
         if override is not None:
             ctx["override"] = override
             mode = "ab"
+        if page is not None:
+            mode = page.mode
         fallback, error, shadow_task = False, None, False
         if mode == "ab":
-            arm = assign(cfg.salt, unit_id, state.alloc, overrides=state.overrides)
+            arm = page.arm if page is not None else assign(cfg.salt, unit_id, state.alloc, overrides=state.overrides)
             fingerprint_arms: tuple[str, ...] = (arm,)
             if arm == control:
-                results = shown(await self._control(query, k), arm)
+                results = shown(await self._control(query, depth), arm)
+            elif page is not None and page.served == control:  # page 1 fell back: continue control's list
+                fallback, error = True, "continues the first page, which fell back to control"
+                results = shown(await self._control(query, depth), control)
+                fingerprint_arms = (control,)
             else:
                 try:
-                    results = shown(await self._call(arm, query, k, cfg.timeouts.treatment_s), arm)
+                    results = shown(await self._call(arm, query, depth, cfg.timeouts.treatment_s), arm)
                 except BackendError as exc:
                     fallback, error = True, str(exc)
                     self.metrics.fallbacks.labels(arm).inc()
-                    results = shown(await self._control(query, k), control)
+                    results = shown(await self._control(query, depth), control)
                     fingerprint_arms = (control,)
         elif mode == "interleave":
             treatment = cfg.treatments[0]
             arm = "interleaved"
-            got = await asyncio.gather(
-                self._control(query, k),
-                self._call(treatment, query, k, cfg.timeouts.treatment_s),
-                return_exceptions=True,
-            )
+            if page is not None and page.served != "interleaved":
+                got: list[Any] = [await self._control(query, depth), BackendError("the first page fell back")]
+            else:
+                got = list(await asyncio.gather(
+                    self._control(query, depth),
+                    self._call(treatment, query, depth, cfg.timeouts.treatment_s),
+                    return_exceptions=True,
+                ))
             c_hits, t_hits = got
             if isinstance(c_hits, BaseException):
                 if isinstance(c_hits, ControlUnavailable):
@@ -239,20 +272,20 @@ class ProxyService:
                 fingerprint_arms = (control,)
             else:
                 by_team = {control: {h.doc_id: h for h in c_hits}, treatment: {h.doc_id: h for h in t_hits}}
-                merged = team_draft(
+                merged = interleaved_page(
                     {control: [h.doc_id for h in c_hits], treatment: [h.doc_id for h in t_hits]},
-                    k,
-                    random.Random(impression_id),
+                    offset, k, seed, tuple(zip(before, page.teams)) if page is not None else (),
                 )
                 for doc, team in merged:
                     titles[doc] = by_team[team][doc].title
                 results = tuple(
-                    ShownResult(doc, i + 1, by_team[team][doc].score, team) for i, (doc, team) in enumerate(merged)
+                    ShownResult(doc, offset + i + 1, by_team[team][doc].score, team)
+                    for i, (doc, team) in enumerate(merged)
                 )
                 fingerprint_arms = (control, treatment)
         else:  # shadow
             arm = control
-            results = shown(await self._control(query, k), control)
+            results = shown(await self._control(query, depth), control)
             fingerprint_arms = (control,)
             shadow_task = True
 
@@ -266,7 +299,7 @@ class ProxyService:
             arm=arm,
             mode=mode,
             query=query,
-            k=k,
+            k=depth,
             results=results,
             fingerprints=self._fingerprints(*fingerprint_arms),
             latency_ms=latency_ms,
@@ -279,6 +312,7 @@ class ProxyService:
         else:
             self._log(impression)
         self.metrics.search_requests.labels(arm, mode, "fallback" if fallback else "ok").inc()
+        # Earlier pages' positions are padded with "" (never a valid doc id), so positions stay absolute.
         claims = ImpressionClaims(
             impression_id=impression_id,
             experiment_id=cfg.experiment_id,
@@ -287,10 +321,20 @@ class ProxyService:
             mode=mode,
             issued_at=now,
             expires_at=now + cfg.token_ttl_s,
-            doc_ids=tuple(r.doc_id for r in results),
-            teams=tuple(r.team for r in results),
+            doc_ids=("",) * offset + tuple(r.doc_id for r in results),
+            teams=(None,) * offset + tuple(r.team for r in results),
         )
-        return SearchOutcome(impression_id, sign(claims, self._secret), arm, mode, fallback, results, titles)
+        served = "interleaved" if arm == "interleaved" and not fallback else (control if fallback else arm)
+        page_state = PageState(
+            experiment_id=cfg.experiment_id, unit_id=unit_id, query_digest=query_digest(query), mode=mode,
+            arm=arm, served=served, seed=seed, offset=offset + len(results), k=k,
+            shown=tuple(before) + tuple(r.doc_id for r in results),
+            teams=(tuple(page.teams) if page is not None else ()) + tuple(r.team for r in results),
+            expires_at=now + cfg.token_ttl_s,
+        )
+        return SearchOutcome(impression_id, sign(claims, self._secret), arm, mode, fallback, results, titles,
+                             offset=offset, has_more=len(results) == k,
+                             page_token=sign_page(page_state, self._secret))
 
     def _log(self, impression: Impression) -> None:
         if self.writer is None:
@@ -322,7 +366,8 @@ class ProxyService:
         except BackendError as exc:
             self._log_shadow(replace(impression, error=f"shadow: {exc}"))
             return
-        shadow = tuple(ShownResult(h.doc_id, i + 1, h.score, treatment) for i, h in enumerate(hits))
+        offset = int(impression.context.get("page_offset", 0))  # a later page: the same slice, absolute positions
+        shadow = tuple(ShownResult(h.doc_id, offset + i + 1, h.score, treatment) for i, h in enumerate(hits[offset:]))
         fps = {**impression.fingerprints, **self._fingerprints(treatment)}
         self._log_shadow(replace(impression, shadow_results=shadow, fingerprints=fps))
 
@@ -384,6 +429,23 @@ class ProxyService:
         except Exception as exc:  # noqa: BLE001 - store down: accept the click; the store dedupes the row anyway
             log.debug("duplicate check for a replayed click failed (%s); accepting it", exc)
             return False
+
+    def feedback(self, token: str, kind: str, doc_id: str, position: int, value: float | None = None) -> ClickOutcome:
+        """Validate and log one browser signal ("seen", "dwell") about a shown result; the token and the position are
+        checked as for a click. Raises ``InvalidToken`` or ``QueueFull``. Duplicates are ignored by the store."""
+        now = self._clock()
+        try:
+            claims = verify(token, self._secret, now=now, experiment_id=self.config.experiment_id)
+            check_click(claims, doc_id, position)
+        except InvalidToken as exc:
+            self.metrics.clicks_rejected.labels(exc.reason).inc()
+            raise
+        event = Feedback(impression_id=claims.impression_id, experiment_id=claims.experiment_id,
+                         unit_id=claims.unit_id, arm=claims.arm, ts=now, kind=kind, doc_id=doc_id, position=position,
+                         value=value)
+        if self.writer is not None and not self.writer.submit(event) and self.config.events.on_full == "reject":
+            raise QueueFull("the event queue is full (events.on_full=reject); retry later")
+        return ClickOutcome(claims.impression_id, duplicate=False)
 
     # ----------------------------------------------------------------------------------------------- admin
     async def admin_change(self, action: str, actor: str, payload: dict[str, Any]) -> ExperimentState:

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from abharness.core.events import AuditEntry, Click, Event, Impression, InterleaveUnitAggregate, UnitAggregate
+from abharness.core.events import (
+    AuditEntry,
+    Click,
+    Event,
+    Feedback,
+    Impression,
+    InterleaveUnitAggregate,
+    UnitAggregate,
+)
 
 __all__ = ["EventStore", "WriteResult"]
 
@@ -34,7 +42,8 @@ class EventStore(Protocol):
 
     Implementations must be safe to call from one writer thread and several reader threads, make
     ``write_batch`` atomic (all of the batch or none), and ignore duplicates by key (impression_id for
-    impressions; (impression_id, doc_id) for clicks) so retries after a failure store each event once.
+    impressions; (impression_id, doc_id) for clicks; (impression_id, kind, doc_id) for feedback, where a "dwell"
+    also fills the matching click's ``dwell_ms`` when it has none) so retries after a failure store each event once.
     """
 
     url: str
@@ -88,6 +97,9 @@ class EventStore(Protocol):
 
     def audit_log(self, experiment_id: str) -> list[AuditEntry]:
         """Admin actions for the experiment, oldest first."""
+
+    def feedback(self, experiment_id: str) -> list[Feedback]:
+        """Browser signals (seen results, dwell times) of the experiment, oldest first."""
 
     def counts(self, experiment_id: str | None = None) -> dict[str, int]:
         """Row counts: {"impressions": n, "clicks": n, "audit": n}."""

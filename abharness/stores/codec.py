@@ -13,12 +13,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from abharness.core.events import AuditEntry, Click, Impression, ShownResult
+from abharness.core.events import AuditEntry, Click, Feedback, Impression, ShownResult
 
 __all__ = [
     "IMPRESSION_COLUMNS",
     "CLICK_COLUMNS",
     "AUDIT_COLUMNS",
+    "FEEDBACK_COLUMNS",
+    "feedback_row",
+    "row_to_feedback",
     "impression_row",
     "click_row",
     "audit_row",
@@ -62,6 +65,10 @@ CLICK_COLUMNS: tuple[str, ...] = (
 )
 
 AUDIT_COLUMNS: tuple[str, ...] = ("entry_key", "ts", "experiment_id", "actor", "action", "payload")
+
+FEEDBACK_COLUMNS: tuple[str, ...] = (
+    "impression_id", "kind", "doc_id", "experiment_id", "unit_id", "arm", "ts", "position", "value",
+)
 
 
 def _clean(value: Any) -> Any:
@@ -130,6 +137,21 @@ def click_row(click: Click) -> tuple[Any, ...]:
         int(click.position),
         click.team,
         _finite(click.dwell_ms),
+    )
+
+
+def feedback_row(fb: Feedback) -> tuple[Any, ...]:
+    """The row for ``FEEDBACK_COLUMNS``."""
+    return (fb.impression_id, fb.kind, fb.doc_id, fb.experiment_id, fb.unit_id, fb.arm, float(fb.ts),
+            int(fb.position), _finite(fb.value))
+
+
+def row_to_feedback(row: Mapping[str, Any]) -> Feedback:
+    """A ``Feedback`` from a row with ``FEEDBACK_COLUMNS``."""
+    return Feedback(
+        impression_id=row["impression_id"], experiment_id=row["experiment_id"], unit_id=row["unit_id"],
+        arm=row["arm"], ts=float(row["ts"]), kind=row["kind"], doc_id=row["doc_id"], position=int(row["position"]),
+        value=float(row["value"]) if row["value"] is not None else None,
     )
 
 

@@ -27,7 +27,15 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from abharness.core.events import AuditEntry, Click, Event, Impression, InterleaveUnitAggregate, UnitAggregate
+from abharness.core.events import (
+    AuditEntry,
+    Click,
+    Event,
+    Feedback,
+    Impression,
+    InterleaveUnitAggregate,
+    UnitAggregate,
+)
 from abharness.errors import StoreError
 from abharness.stores import codec, queries
 from abharness.stores.base import WriteResult
@@ -47,6 +55,7 @@ _TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("impressions", codec.IMPRESSION_COLUMNS, "impression_id"),
     ("clicks", codec.CLICK_COLUMNS, "impression_id, doc_id"),
     ("audit", codec.AUDIT_COLUMNS, "entry_key"),
+    ("feedback", codec.FEEDBACK_COLUMNS, "impression_id, kind, doc_id"),
 )
 
 
@@ -255,7 +264,8 @@ class PostgresStore:
 
     def write_batch(self, events: Sequence[Event]) -> WriteResult:
         """COPY the batch into staging tables and move it with ON CONFLICT DO NOTHING, in one transaction."""
-        rows: dict[str, list[tuple[Any, ...]]] = {"impressions": [], "clicks": [], "audit": []}
+        rows: dict[str, list[tuple[Any, ...]]] = {"impressions": [], "clicks": [], "audit": [], "feedback": []}
+        dwells: list[tuple[float, str, str]] = []
         for e in events:
             if isinstance(e, Impression):
                 rows["impressions"].append(codec.impression_row(e))
@@ -263,8 +273,14 @@ class PostgresStore:
                 rows["clicks"].append(codec.click_row(e))
             elif isinstance(e, AuditEntry):
                 rows["audit"].append(codec.audit_row(e))
+            elif isinstance(e, Feedback):
+                rows["feedback"].append(codec.feedback_row(e))
+                if e.kind == "dwell" and e.value is not None:
+                    dwells.append((float(e.value), e.impression_id, e.doc_id))
             else:
-                raise StoreError(f"cannot store {type(e).__name__}: expected Impression, Click or AuditEntry")
+                raise StoreError(
+                    f"cannot store {type(e).__name__}: expected Impression, Click, Feedback or AuditEntry"
+                )
 
         def run() -> int:
             stored = 0
@@ -284,6 +300,11 @@ class PostgresStore:
                             "ON CONFLICT DO NOTHING"
                         )
                         stored += max(0, cur.rowcount)
+                    if dwells:  # a dwell signal fills the dwell time of a click stored without one
+                        cur.executemany(
+                            "UPDATE clicks SET dwell_ms = %s WHERE impression_id = %s AND doc_id = %s "
+                            "AND dwell_ms IS NULL", dwells,
+                        )
             return stored
 
         stored = self._retry(f"writing {len(events)} events", run)
@@ -363,6 +384,15 @@ class PostgresStore:
             "reading the audit log", "SELECT * FROM audit WHERE experiment_id = %s ORDER BY ts, id", (experiment_id,)
         )
         return [codec.row_to_audit(r) for r in rows]
+
+    def feedback(self, experiment_id: str) -> list[Feedback]:
+        """Browser signals (seen, dwell) of the experiment, in time order."""
+        rows = self._fetch_dicts(
+            "reading feedback",
+            "SELECT * FROM feedback WHERE experiment_id = %s ORDER BY ts, impression_id, kind, doc_id",
+            (experiment_id,),
+        )
+        return [codec.row_to_feedback(r) for r in rows]
 
     def counts(self, experiment_id: str | None = None) -> dict[str, int]:
         """Row counts per table, optionally for one experiment."""

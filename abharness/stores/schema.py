@@ -11,6 +11,7 @@ History
        ordered for the first-click window.
     3  ``heartbeat`` (one row per writer process): the readiness probe commits a write there, which proves the
        store can take a write (a read-only file, a full disk or a read-only standby fail it).
+    4  ``feedback``: browser signals per shown result (seen, dwell), keyed by (impression, kind, doc).
 """
 
 from __future__ import annotations
@@ -153,10 +154,43 @@ _V2_POSTGRESQL = (
 
 _V3 = ("CREATE TABLE heartbeat (replica TEXT PRIMARY KEY, ts DOUBLE PRECISION NOT NULL)",)
 
+_V4_SQLITE = (
+    """CREATE TABLE feedback (
+        impression_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        experiment_id TEXT NOT NULL,
+        unit_id TEXT NOT NULL,
+        arm TEXT NOT NULL,
+        ts REAL NOT NULL,
+        position INTEGER NOT NULL,
+        value REAL,
+        PRIMARY KEY (impression_id, kind, doc_id)
+    )""",
+    "CREATE INDEX feedback_experiment_ts ON feedback (experiment_id, ts)",
+)
+
+_V4_POSTGRESQL = (
+    """CREATE TABLE feedback (
+        impression_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        experiment_id TEXT NOT NULL,
+        unit_id TEXT NOT NULL,
+        arm TEXT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL,
+        position INTEGER NOT NULL,
+        value DOUBLE PRECISION,
+        PRIMARY KEY (impression_id, kind, doc_id)
+    )""",
+    "CREATE INDEX feedback_experiment_ts ON feedback (experiment_id, ts)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "impressions, clicks, audit", _V1_SQLITE, _V1_POSTGRESQL),
     Migration(2, "aggregation indexes and impressions.has_error", _V2_SQLITE, _V2_POSTGRESQL),
     Migration(3, "heartbeat table for the readiness probe's write", _V3, _V3),
+    Migration(4, "feedback (seen, dwell)", _V4_SQLITE, _V4_POSTGRESQL),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

@@ -33,7 +33,15 @@ from typing import Any
 
 import sqlite_utils
 
-from abharness.core.events import AuditEntry, Click, Event, Impression, InterleaveUnitAggregate, UnitAggregate
+from abharness.core.events import (
+    AuditEntry,
+    Click,
+    Event,
+    Feedback,
+    Impression,
+    InterleaveUnitAggregate,
+    UnitAggregate,
+)
 from abharness.errors import StoreError
 from abharness.stores import codec, queries
 from abharness.stores.base import WriteResult
@@ -57,6 +65,10 @@ def _insert_sql(table: str, columns: Sequence[str]) -> str:
 _INSERT_IMPRESSION = _insert_sql("impressions", codec.IMPRESSION_COLUMNS)
 _INSERT_CLICK = _insert_sql("clicks", codec.CLICK_COLUMNS)
 _INSERT_AUDIT = _insert_sql("audit", codec.AUDIT_COLUMNS)
+_INSERT_FEEDBACK = _insert_sql("feedback", codec.FEEDBACK_COLUMNS)
+# A dwell signal fills the dwell time of its click when the click was stored without one (the browser sends the
+# click as the user leaves and the dwell when they come back).
+_FILL_DWELL = "UPDATE clicks SET dwell_ms = ? WHERE impression_id = ? AND doc_id = ? AND dwell_ms IS NULL"
 
 
 _FS_IOC_GETFLAGS = 0x80086601
@@ -297,7 +309,7 @@ class SQLiteStore:
 
     def write_batch(self, events: Sequence[Event]) -> WriteResult:
         """Store a batch in one transaction; duplicates (by key) are ignored and counted."""
-        imps, clicks, audits = [], [], []
+        imps, clicks, audits, feedback, dwells = [], [], [], [], []
         for e in events:
             if isinstance(e, Impression):
                 imps.append(codec.impression_row(e))
@@ -305,8 +317,14 @@ class SQLiteStore:
                 clicks.append(codec.click_row(e))
             elif isinstance(e, AuditEntry):
                 audits.append(codec.audit_row(e))
+            elif isinstance(e, Feedback):
+                feedback.append(codec.feedback_row(e))
+                if e.kind == "dwell" and e.value is not None:
+                    dwells.append((float(e.value), e.impression_id, e.doc_id))
             else:
-                raise StoreError(f"cannot store {type(e).__name__}: expected Impression, Click or AuditEntry")
+                raise StoreError(
+                    f"cannot store {type(e).__name__}: expected Impression, Click, Feedback or AuditEntry"
+                )
         with self._conn() as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -317,7 +335,11 @@ class SQLiteStore:
                     conn.executemany(_INSERT_CLICK, clicks)
                 if audits:
                     conn.executemany(_INSERT_AUDIT, audits)
+                if feedback:
+                    conn.executemany(_INSERT_FEEDBACK, feedback)
                 stored = conn.total_changes - before
+                if dwells:
+                    conn.executemany(_FILL_DWELL, dwells)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
@@ -398,6 +420,13 @@ class SQLiteStore:
         """Admin actions for the experiment, oldest first."""
         rows = self._rows_as_dicts("SELECT * FROM audit WHERE experiment_id = ? ORDER BY ts, id", (experiment_id,))
         return [codec.row_to_audit(r) for r in rows]
+
+    def feedback(self, experiment_id: str) -> list[Feedback]:
+        """Browser signals (seen, dwell) of the experiment, in time order."""
+        rows = self._rows_as_dicts(
+            "SELECT * FROM feedback WHERE experiment_id = ? ORDER BY ts, impression_id, kind, doc_id", (experiment_id,)
+        )
+        return [codec.row_to_feedback(r) for r in rows]
 
     def counts(self, experiment_id: str | None = None) -> dict[str, int]:
         """Row counts per table, optionally for one experiment."""

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from abharness.core.events import AuditEntry, Click, Event, Impression
+from abharness.core.events import AuditEntry, Click, Event, Feedback, Impression
 from abharness.errors import ConfigError
 from abharness.stores.base import EventStore
 from abharness.stores.spool import Spool
@@ -53,7 +53,7 @@ __all__ = ["EventWriter", "WriterState"]
 
 log = logging.getLogger(__name__)
 
-_EVENT_TYPES = (Impression, Click, AuditEntry)
+_EVENT_TYPES = (Impression, Click, AuditEntry, Feedback)
 _FAILURES_BEFORE_ISOLATING = 3
 WriterState = Literal["healthy", "failing", "spooling"]
 

@@ -16,10 +16,19 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from abharness.backends.base import BackendInfo
-from abharness.core.events import AuditEntry, Click, Event, Impression, InterleaveUnitAggregate, UnitAggregate
+from abharness.core.events import (
+    AuditEntry,
+    Click,
+    Event,
+    Feedback,
+    Impression,
+    InterleaveUnitAggregate,
+    UnitAggregate,
+)
 from abharness.core.hits import Hit
 from abharness.errors import BackendError, StoreError
 from abharness.stores.base import WriteResult
@@ -88,6 +97,7 @@ class MemoryStore:
         self.impressions: dict[str, Impression] = {}
         self.clicks: dict[tuple[str, str], Click] = {}
         self.audit: list[AuditEntry] = []
+        self.feedback_rows: dict[tuple[str, str, str], Feedback] = {}
         self.fail_writes = False
         self.closed = False
         self._lock = threading.Lock()
@@ -118,6 +128,15 @@ class MemoryStore:
                     self.clicks[key] = ev
                 elif isinstance(ev, AuditEntry):
                     self.audit.append(ev)
+                elif isinstance(ev, Feedback):
+                    fkey = (ev.impression_id, ev.kind, ev.doc_id)
+                    if fkey in self.feedback_rows:
+                        dupes += 1
+                        continue
+                    self.feedback_rows[fkey] = ev
+                    click = self.clicks.get((ev.impression_id, ev.doc_id))
+                    if ev.kind == "dwell" and click is not None and click.dwell_ms is None:
+                        self.clicks[(ev.impression_id, ev.doc_id)] = replace(click, dwell_ms=ev.value)
                 else:
                     raise StoreError(f"unknown event type {type(ev).__name__}")
                 stored += 1
@@ -157,6 +176,11 @@ class MemoryStore:
     def audit_log(self, experiment_id: str) -> list[AuditEntry]:
         with self._lock:
             return sorted((a for a in self.audit if a.experiment_id == experiment_id), key=lambda a: a.ts)
+
+    def feedback(self, experiment_id: str) -> list[Feedback]:
+        with self._lock:
+            return sorted((f for f in self.feedback_rows.values() if f.experiment_id == experiment_id),
+                          key=lambda f: f.ts)
 
     def counts(self, experiment_id: str | None = None) -> dict[str, int]:
         with self._lock:
