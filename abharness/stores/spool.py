@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from abharness.core.events import AuditEntry, Click, Event, Impression, ShownResult
+from abharness.core.events import AuditEntry, Click, Event, Feedback, Impression, ShownResult
 from abharness.errors import StoreError
 from abharness.stores.base import EventStore
 
@@ -36,7 +36,7 @@ __all__ = ["Spool", "SpoolLoadResult", "load_spool", "event_to_json", "event_fro
 
 log = logging.getLogger(__name__)
 
-_TYPES: dict[type, str] = {Impression: "impression", Click: "click", AuditEntry: "audit"}
+_TYPES: dict[type, str] = {Impression: "impression", Click: "click", AuditEntry: "audit", Feedback: "feedback"}
 
 
 def event_to_json(event: Event) -> str:
@@ -65,6 +65,8 @@ def event_from_json(line: str) -> Event:
             return Click(**data)
         if kind == "audit":
             return AuditEntry(**data)
+        if kind == "feedback":
+            return Feedback(**data)
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a spooled event ({type(exc).__name__}: {exc})") from None
     raise ValueError(f"not a spooled event (type {kind!r})")

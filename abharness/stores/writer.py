@@ -230,7 +230,7 @@ class EventWriter:
         """Queue ``event``; True when accepted, False when the queue is full or the writer is closed. Never blocks
         on I/O."""
         if not isinstance(event, _EVENT_TYPES):
-            raise TypeError(f"EventWriter.submit got {type(event).__name__}; expected Impression, Click or AuditEntry")
+            raise TypeError(f"EventWriter.submit got {type(event).__name__}; expected Impression, Click, Feedback or AuditEntry")
         with self._cond:
             if self._closing or len(self._queue) >= self.max_queue:
                 self._dropped += 1

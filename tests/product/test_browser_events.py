@@ -54,13 +54,14 @@ def _click_and_return(page, position: int, away_s: float) -> tuple[str, float, f
     t0 = time.monotonic()
     li.locator("a").click()
     page.wait_for_selector("#doc")
+    t_doc = time.monotonic()  # the click happened before this
     time.sleep(away_s)
     t_back = time.monotonic()
     page.go_back()
     page.wait_for_selector("li.result")
     page.wait_for_timeout(300)
     t1 = time.monotonic()
-    return doc, (t_back - t0) * 1000.0 - 50.0, (t1 - t0) * 1000.0 + 50.0
+    return doc, (t_back - t_doc) * 1000.0 - 20.0, (t1 - t0) * 1000.0 + 20.0
 
 
 def _run_session(page, url: str) -> dict:
