@@ -11,7 +11,8 @@ from abharness.core.stats.compare import MetricComparison
 from abharness.core.stats.interleaving import InterleavingResult
 from abharness.core.stats.srm import SRMResult
 
-__all__ = ["AnalysisReport", "PowerSummary", "TimePoint", "CupedSummary", "SegmentBreakdown", "jsonable"]
+__all__ = ["AnalysisReport", "PowerSummary", "TimePoint", "CupedSummary", "SegmentBreakdown", "TrafficBucket",
+           "jsonable"]
 
 
 def jsonable(value: Any) -> Any:
@@ -95,6 +96,18 @@ class SegmentBreakdown:
 
 
 @dataclass(frozen=True, slots=True)
+class TrafficBucket:
+    """Traffic of one arm in one time bucket [start, start + bucket_s) (UTC-aligned; a day unless the window is
+    short): distinct units with an impression in it, units first seen in it, and impressions."""
+
+    start: float
+    arm: str
+    units: int
+    new_units: int
+    impressions: int
+
+
+@dataclass(frozen=True, slots=True)
 class AnalysisReport:
     """Everything ``abharness analyze`` shows, computed once.
 
@@ -124,6 +137,8 @@ class AnalysisReport:
     basis: str
     alpha: float
     diagnostics: tuple[str, ...] = field(default_factory=tuple)
+    traffic: tuple[TrafficBucket, ...] = ()
+    traffic_bucket_s: float = 86_400.0
 
     @property
     def exit_code(self) -> int:

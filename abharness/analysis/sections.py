@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from abharness.analysis.loading import load_units
-from abharness.analysis.report import SegmentBreakdown, TimePoint
+from abharness.analysis.report import SegmentBreakdown, TimePoint, TrafficBucket
 from abharness.core.stats.compare import compare_metric
 from abharness.core.stats.metrics import BASE_COLUMNS, METRICS
 from abharness.core.stats.moments import Moments
@@ -15,9 +16,11 @@ from abharness.core.stats.ratio import TestKind
 from abharness.core.stats.sequential import running_min
 from abharness.stores.base import EventStore
 
-__all__ = ["cumulative_timeseries", "segment_breakdown", "MAX_SEGMENTS"]
+__all__ = ["cumulative_timeseries", "segment_breakdown", "traffic_buckets", "MAX_SEGMENTS", "DAY_S", "HOUR_S"]
 
 MAX_SEGMENTS = 50
+DAY_S = 86_400.0
+HOUR_S = 3_600.0
 
 
 def cumulative_timeseries(
@@ -88,3 +91,22 @@ def segment_breakdown(
         }
         out.append(SegmentBreakdown(key, value, {control: int(mc.n), treatment: int(mt.n)}, comps))
     return tuple(out)
+
+
+def traffic_buckets(
+    store: EventStore, experiment_id: str, *, since: float | None, until: float | None, first_ts: np.ndarray,
+    arm: np.ndarray,
+) -> tuple[tuple[TrafficBucket, ...], float]:
+    """Units and impressions per arm per UTC day (per hour when the units arrived within two days), with the
+    units first seen in each bucket from the per-unit first impressions. Stores without ``traffic_counts``
+    give ``()``. Returns (buckets, bucket length in seconds)."""
+    counts = getattr(store, "traffic_counts", None)
+    if counts is None or first_ts.size == 0:
+        return (), DAY_S
+    span = float(first_ts.max() - first_ts.min())
+    bucket_s = DAY_S if span >= 2 * DAY_S else HOUR_S
+    rows = counts(experiment_id, since=since, until=until, bucket_s=bucket_s, modes=("ab",))
+    starts = (np.floor(first_ts / bucket_s) * bucket_s).tolist()
+    new = Counter(zip(starts, arm.tolist()))
+    return tuple(TrafficBucket(float(b), str(a), int(u), new.get((float(b), str(a)), 0), int(n))
+                 for b, a, u, n in rows), bucket_s

@@ -24,7 +24,7 @@ from abharness.analysis.loading import (
 )
 from abharness.analysis.options import AnalysisOptions
 from abharness.analysis.report import AnalysisReport, CupedSummary, PowerSummary
-from abharness.analysis.sections import cumulative_timeseries, segment_breakdown
+from abharness.analysis.sections import cumulative_timeseries, segment_breakdown, traffic_buckets
 from abharness.core.stats.bootstrap import cluster_bootstrap
 from abharness.core.stats.compare import MetricComparison, compare_metric
 from abharness.core.stats.decision import decide, decide_interleaving
@@ -184,6 +184,9 @@ def analyze(
         tuning_units=opts.tuning_units, progress=say,
     )
     interleaving = _interleaving(inter, control, opts, diagnostics) if inter.impressions.size else None
+    say("counting traffic per arm over time")
+    traffic, bucket_s = traffic_buckets(store, experiment_id, since=since, until=until, first_ts=table.first_ts,
+                                        arm=table.arm)
 
     # 5. one decision
     decision = decide(srm_alarm=srm.alarm, srm_message=srm.message,
@@ -197,7 +200,8 @@ def analyze(
         units=units, impressions=impressions, srm=srm, metrics=by_treatment[first], guardrails=guardrails[first],
         by_treatment=by_treatment, primary=opts.primary, power=power, cuped=cuped, interleaving=interleaving,
         segments=segments, timeseries=timeseries, decision=decision.decision, reasons=decision.reasons,
-        basis=opts.basis, alpha=opts.alpha, diagnostics=tuple(dict.fromkeys(diagnostics)),
+        basis=opts.basis, alpha=opts.alpha, diagnostics=tuple(dict.fromkeys(diagnostics)), traffic=traffic,
+        traffic_bucket_s=bucket_s,
     )
 
 

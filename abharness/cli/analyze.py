@@ -95,6 +95,14 @@ def analyze_command(
     metrics_host: Annotated[str, typer.Option(help="With --serve-metrics: address to listen on.")] = "127.0.0.1",
     metrics_port: Annotated[int, typer.Option(help="With --serve-metrics: port to listen on.")] = 9108,
     interval: Annotated[float, typer.Option(help="With --serve-metrics: seconds between analyses.")] = 30.0,
+    html: Annotated[Optional[Path], typer.Option(help="Also write the results page (index.html + plotly.min.js, "
+                                                     "opens offline) into this directory.")] = None,
+    evaluation: Annotated[Optional[Path], typer.Option(help="With --html: the offline evaluation of the same "
+                                                           "candidate (report.json or its directory), shown beside "
+                                                           "the online verdict.")] = None,
+    replay_report: Annotated[Optional[Path], typer.Option("--replay", help="With --html: the replay of this "
+                                                          "experiment (replay.json or its directory), shown beside "
+                                                          "the online verdict.")] = None,
 ) -> None:
     """Per-arm CTR, MRR of clicks, success@k, abandonment, clicks/query and time to first click with
     unit-clustered (delta-method) tests, CUPED, always-valid p-values, SRM, guardrails, power and interleaving,
@@ -125,6 +133,7 @@ def analyze_command(
             if not path.is_file():
                 raise ConfigError(f"--store {store!r}: no SQLite file at {str(path)!r}; point --store at the "
                                   "events database the proxy writes (sqlite:///relative.db or sqlite:////abs.db)")
+        offline = _offline_evidence(evaluation, replay_report, html)
         st = open_store(store, migrate=False)
         if serve_metrics:
             if interval <= 0:
@@ -149,7 +158,26 @@ def analyze_command(
         typer.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
     else:
         render_report(report, Console())
+    if html is not None:
+        import time
+
+        from abharness.report.results import write_results_html
+
+        page = write_results_html(report.to_dict(), html, offline=offline, generated_at=time.time())
+        err.print(f"results page: {page}", highlight=False)
     raise typer.Exit(report.exit_code)
+
+
+def _offline_evidence(evaluation: Path | None, replay: Path | None, html: Path | None) -> list[dict]:
+    """The offline verdicts to show beside the online one (read before analysing, so a bad path fails fast)."""
+    if (evaluation is not None or replay is not None) and html is None:
+        raise ConfigError("--evaluation/--replay are shown on the results page: add --html DIR")
+    from abharness.report.results import load_json_report, offline_verdicts
+
+    return offline_verdicts(
+        evaluation=load_json_report(evaluation, "report.json", "--evaluation") if evaluation is not None else None,
+        replay=load_json_report(replay, "replay.json", "--replay") if replay is not None else None,
+    )
 
 
 def _serve_metrics(store, experiment, cfg, options, metric, segment, since, until, host, port, interval, err) -> None:

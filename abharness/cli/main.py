@@ -18,7 +18,7 @@ __all__ = ["build_app", "main", "COMMAND_MODULES"]
 
 # Add a module here when it gains commands; each must define register(app).
 COMMAND_MODULES: list[str] = [
-    "evaluate", "serve", "analyze", "replay", "simulate", "demo", "finetune", "index", "data", "spool", "model",
+    "evaluate", "serve", "analyze", "replay", "simulate", "demo", "finetune", "index", "data", "spool", "model", "ui",
 ]
 
 EXIT_USAGE_ERROR = 2

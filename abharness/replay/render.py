@@ -1,4 +1,4 @@
-"""Rendering a ``ReplayReport``: rich tables for the terminal, an HTML page (shared report helpers), JSON."""
+"""Rendering a ``ReplayReport``: rich tables for the terminal, JSON, and the HTML page (``abharness.report.replay``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.table import Table
 
 from abharness.replay.runner import ReplayReport
 
-__all__ = ["render_terminal", "replay_html", "write_replay_outputs"]
+__all__ = ["render_terminal", "write_replay_outputs"]
 
 
 def _f(x: float | None, digits: int = 4) -> str:
@@ -80,54 +80,13 @@ def render_terminal(report: ReplayReport, console: Console | None = None) -> Non
     con.print(t)
 
 
-def replay_html(report: ReplayReport) -> str:
-    """The replay sections as HTML (``abharness.report.html`` helpers)."""
-    from abharness.report.html import table_html
-
-    parts = [
-        "<p>" + (f"{report.impressions} impressions, {report.units} units, {report.distinct_queries} distinct "
-                 f"queries; control <b>{report.control}</b>, treatment <b>{report.treatment}</b>; served lists "
-                 f"reproduced: {dict(report.identical_lists)}") + "</p>",
-        "<h3>Online metrics recomputed offline (replayed lists, logged clicks)</h3>",
-        table_html(["metric", "control", "treatment", "lift", "lower", "upper", "online lift"],
-                   [[m, c.control.value, c.treatment.value, c.lift, c.lift_lower, c.lift_upper,
-                     report.online[m].lift if m in report.online else None]
-                    for m, c in report.replayed_online.items()]),
-        "<h3>Offline deltas (both arms on every logged impression, clicks as labels)</h3>",
-        table_html(["metric", "control", "treatment", "delta", "lower", "upper", "p"],
-                   [[m, d.control, d.treatment, d.delta, d.lower, d.upper, d.p_value]
-                    for m, d in report.offline_click.items()]),
-    ]
-    for title, table in (("COEC click judgments", report.coec), ("qrels", report.qrels)):
-        if table:
-            parts.append(f"<h3>IR metrics against {title}</h3>")
-            parts.append(table_html(["metric", "control", "treatment", "delta", "lower", "upper", "p (Holm)",
-                                     "wins", "ties", "losses"],
-                                    [[m, c.baseline, c.candidate, c.delta, c.ci_low, c.ci_high, c.p_holm, c.wins,
-                                      c.ties, c.losses] for m, c in table.items()]))
-    parts.append(f"<h3>Ranking overlap</h3><p>mean Jaccard@{report.k} {report.overlap_mean_jaccard:.3f}; mean "
-                 f"RBO(p=0.9) {report.overlap_mean_rbo:.3f}</p>")
-    parts.append(table_html(["query", "impressions", "RBO", "Jaccard", "control top 5", "treatment top 5"],
-                            [[o.query, o.impressions, o.rbo, o.jaccard, " ".join(o.control_top),
-                              " ".join(o.treatment_top)] for o in report.most_different]))
-    parts.append("<h3>Offline vs online agreement</h3>")
-    parts.append(table_html(["offline", "metric", "offline delta", "lower", "upper", "online metric",
-                             "online delta", "lower", "upper", "sign agrees", "ratio", "verdict"],
-                            [[a.offline_source, a.offline_metric, a.offline_delta, a.offline_lower,
-                              a.offline_upper, a.online_metric, a.online_delta, a.online_lower, a.online_upper,
-                              a.sign_agrees, a.magnitude_ratio, a.verdict] for a in report.agreement],
-                            left=(0, 1, 5, 11)))
-    return "".join(parts)
-
-
 def write_replay_outputs(report: ReplayReport, out_dir: Path) -> dict[str, Path]:
-    """replay.json and replay.html under ``out_dir``."""
-    from abharness.report.html import Page, write_page
+    """replay.json and replay.html (the shared page template, drawn from the same dict as the JSON)."""
+    from abharness.report.replay import write_replay_html
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    payload = report.to_dict()
     js = out_dir / "replay.json"
-    js.write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
-    page = Page(f"Replay of {report.experiment_id}", "logged queries re-run through both arms")
-    page.section("replay", "Replay", replay_html(report))
-    html = write_page(page, out_dir, "replay.html")
+    js.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    html = write_replay_html(payload, out_dir, "replay.html")
     return {"json": js, "html": html}

@@ -1,8 +1,9 @@
 """Reusable pieces of a self-contained HTML report: sections, tables, verdict badges, plotly figures.
 
 No CDN: ``write_page`` writes ``plotly.min.js`` next to the page (from the installed plotly package) and the
-page loads it by relative path, so the report opens offline from disk. Pure string building otherwise; the
-demo and the evaluation report both use these helpers.
+page loads it by relative path, so the report opens offline from disk. ``Page`` renders through the shared Jinja2
+shell (``templates/base.html.j2``, see :mod:`abharness.report.templating`), so every page has the same look; the
+section bodies given to it are markup from the helpers here.
 """
 
 from __future__ import annotations
@@ -17,20 +18,6 @@ __all__ = ["Html", "Page", "figure_html", "table_html", "kv_table", "verdict_bad
 
 PLOTLY_JS = "plotly.min.js"
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1b1f24;background:#f6f8fa}
-header{background:#24292f;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
-header p{margin:4px 0 0;color:#c9d1d9;font-size:13px}
-main{max-width:1200px;margin:0 auto;padding:16px 32px}
-section{background:#fff;border:1px solid #d0d7de;border-radius:8px;margin:16px 0;padding:16px 20px}
-section h2{margin:0 0 8px;font-size:18px}p.headline{margin:4px 0 12px;color:#57606a}
-table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border-bottom:1px solid #eaeef2;padding:4px 10px;
-text-align:right}th{background:#f6f8fa}td.l,th.l{text-align:left}
-.badge{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:600;color:#fff}
-.improved,.pass{background:#1a7f37}.regressed,.fail{background:#cf222e}.warn,.mixed{background:#bf8700}
-.no-change,.info,.skipped{background:#6e7781}nav a{margin-right:12px;font-size:13px}
-.note{font-size:12px;color:#57606a}
-"""
 
 
 class Html(str):
@@ -92,25 +79,20 @@ class Page:
         self.sections.append((anchor, title, f"<h2>{esc(title)}{badge}</h2>{head}{body}"))
 
     def render(self) -> str:
-        nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in self.sections)
-        body = "".join(f'<section id="{esc(a)}" data-section="{esc(a)}">{b}</section>' for a, _, b in self.sections)
-        return (
-            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{esc(self.title)}</title><style>{_CSS}</style>"
-            f"<script src='{PLOTLY_JS}'></script></head><body>"
-            f"<header><h1>{esc(self.title)}</h1><p>{esc(self.subtitle)}</p></header>"
-            f"<main><nav>{nav}</nav>{body}</main></body></html>"
-        )
+        from abharness.report.templating import render
+
+        return render("page.html.j2", title=self.title, subtitle=self.subtitle,
+                      nav=[(a, t) for a, t, _ in self.sections], sections=self.sections)
 
 
 def write_page(page: Page, out_dir: Path, filename: str = "report.html") -> Path:
     """Write the page and ``plotly.min.js`` (from the installed plotly, no network) into ``out_dir``."""
-    from plotly.offline import get_plotlyjs
+    from abharness.report.templating import plotly_js
 
     out_dir.mkdir(parents=True, exist_ok=True)
     js = out_dir / PLOTLY_JS
     if not js.is_file():
-        js.write_text(get_plotlyjs(), encoding="utf-8")
+        js.write_text(plotly_js(), encoding="utf-8")
     path = out_dir / filename
     path.write_text(page.render(), encoding="utf-8")
     return path

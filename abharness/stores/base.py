@@ -85,6 +85,18 @@ class EventStore(Protocol):
     ) -> Iterator[InterleaveUnitAggregate]:
         """Per-unit interleaving win/tie/no-click counts, computed in SQL."""
 
+    def traffic_counts(
+        self,
+        experiment_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        bucket_s: float = 86_400.0,
+        modes: Sequence[str] = ("ab",),
+    ) -> list[tuple[float, str, int, int]]:
+        """(bucket start, arm, distinct units, impressions) per time bucket of ``bucket_s`` seconds aligned to
+        the unix epoch (UTC days by default), ordered by bucket then arm, computed in SQL."""
+
     def iter_impressions(
         self,
         experiment_id: str,

@@ -33,6 +33,7 @@ __all__ = [
     "to_pyformat",
     "rows_to_unit_aggregates",
     "rows_to_interleave_aggregates",
+    "traffic_counts_sql",
 ]
 
 _PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
@@ -181,6 +182,20 @@ SELECT i.unit_id, CASE WHEN t.n_top > 1 THEN 'tie' ELSE 'win' END AS kind,
 FROM top_teams t JOIN impressions i ON i.impression_id = t.impression_id
 WHERE {where_i}
 GROUP BY i.unit_id, CASE WHEN t.n_top > 1 THEN 'tie' ELSE 'win' END, CASE WHEN t.n_top > 1 THEN NULL ELSE t.team END
+ORDER BY 1, 2
+"""
+
+
+def traffic_counts_sql(dialect: Dialect, *, since: float | None, until: float | None, n_modes: int) -> str:
+    """SQL returning (bucket, arm, distinct units, impressions) per time bucket of ``:bucket_s`` seconds (UTC
+    aligned: bucket = floor(ts / bucket_s)), ordered by bucket and arm."""
+    modes_sql = ", ".join(f":mode{i}" for i in range(n_modes))
+    bucket = "CAST(ts / :bucket_s AS INTEGER)" if dialect == "sqlite" else "CAST(FLOOR(ts / :bucket_s) AS BIGINT)"
+    return f"""
+SELECT {bucket} AS bucket, arm, COUNT(DISTINCT unit_id) AS units, COUNT(*) AS impressions
+FROM impressions
+WHERE {_window("", since, until, modes_sql)}
+GROUP BY 1, 2
 ORDER BY 1, 2
 """
 

@@ -388,6 +388,18 @@ class SQLiteStore:
         params = queries.window_params(experiment_id, since=since, until=until, segment=segment, modes=modes)
         return queries.rows_to_unit_aggregates(self._stream(sql, params))
 
+    def traffic_counts(
+        self, experiment_id: str, *, since: float | None = None, until: float | None = None,
+        bucket_s: float = 86_400.0, modes: Sequence[str] = ("ab",),
+    ) -> list[tuple[float, str, int, int]]:
+        """(bucket start in unix seconds, arm, distinct units, impressions) per UTC-aligned bucket, in SQL."""
+        if not modes:
+            return []
+        sql = queries.traffic_counts_sql("sqlite", since=since, until=until, n_modes=len(modes))
+        params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=modes)
+        params["bucket_s"] = float(bucket_s)
+        return [(float(b) * bucket_s, a, int(u), int(n)) for b, a, u, n in self._stream(sql, params)]
+
     def interleave_aggregates(
         self, experiment_id: str, *, since: float | None = None, until: float | None = None
     ) -> Iterator[InterleaveUnitAggregate]:

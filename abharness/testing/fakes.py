@@ -160,6 +160,9 @@ class MemoryStore:
     def interleave_aggregates(self, experiment_id: str, **kwargs: object) -> Iterator[InterleaveUnitAggregate]:
         raise NotImplementedError("MemoryStore has no SQL aggregates; use abharness.stores.open_store('sqlite:///:memory:')")
 
+    def traffic_counts(self, experiment_id: str, **kwargs: object) -> list[tuple[float, str, int, int]]:
+        raise NotImplementedError("MemoryStore has no SQL aggregates; use abharness.stores.open_store('sqlite:///:memory:')")
+
     def iter_impressions(
         self, experiment_id: str, *, since: float | None = None, until: float | None = None, batch_size: int = 1000
     ) -> Iterator[tuple[Impression, list[Click]]]:
