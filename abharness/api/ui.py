@@ -6,7 +6,7 @@
     GET /plotly.min.js             plotly from the installed package (no CDN)
     GET /healthz                   liveness
 
-Only GET routes exist: nothing here writes to the store. Pages reload themselves every ``refresh_s`` seconds; an
+Only GET routes exist (any other method gets 405): nothing here writes to the store. Pages reload themselves every ``refresh_s`` seconds; an
 analysis is reused for ``refresh_s`` seconds per experiment, so many open tabs cost one analysis per period. The
 store is injected and owned by the caller (the CLI opens and closes it).
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from abharness.core.events import AuditEntry
 from abharness.errors import AbharnessError
@@ -151,10 +151,5 @@ def create_ui_app(
         html = await anyio.to_thread.run_sync(lambda: render_results_html(
             report, generated_at=at, live=live, plotly_src="/plotly.min.js", refresh_s=refresh_s))
         return HTMLResponse(html)
-
-    @app.api_route("/{path:path}", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-    async def read_only(path: str) -> PlainTextResponse:
-        return PlainTextResponse("the results UI is read-only: use the proxy's /admin API to change an experiment",
-                                 status_code=405, headers={"Allow": "GET"})
 
     return app

@@ -284,6 +284,27 @@ def test_unit_aggregates_match_the_reference(store: EventStore) -> None:
     assert list(store.unit_aggregates("no-such-experiment")) == []
 
 
+def test_traffic_counts_match_the_reference(store: EventStore) -> None:
+    """Units (distinct) and impressions per arm per time bucket, against a count over the same events."""
+    imps, clicks = random_ab_events(seed=11)
+    store.write_batch(imps)
+    for kw in ({"bucket_s": 20.0}, {"bucket_s": 50.0, "since": 1_040.0, "until": 1_120.0},
+               {"bucket_s": 30.0, "modes": ("ab", "shadow")}):
+        bucket, modes = kw["bucket_s"], kw.get("modes", ("ab",))
+        lo, hi = kw.get("since", float("-inf")), kw.get("until", float("inf"))
+        units: dict[tuple[float, str], set[str]] = defaultdict(set)
+        n: dict[tuple[float, str], int] = defaultdict(int)
+        for i in imps:
+            if i.experiment_id == EXP and i.mode in modes and lo <= i.ts < hi:
+                key = ((i.ts // bucket) * bucket, i.arm)
+                units[key].add(i.unit_id)
+                n[key] += 1
+        want = [(b, a, len(units[(b, a)]), n[(b, a)]) for b, a in sorted(n)]
+        assert want, kw
+        assert store.traffic_counts(EXP, **kw) == want
+    assert store.traffic_counts("no-such-experiment") == []
+
+
 def test_first_click_rank_and_success_follow_the_definition(store: EventStore) -> None:
     """Hand-worked case: the first click (by time) sets the reciprocal rank; a later top-k click still succeeds."""
     a = make_impression(1, unit="u", arm="baseline", ts=100.0, k=3, latency_ms=10.0)
