@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,13 +21,13 @@ def ui_command(
     host: Annotated[str, typer.Option(help="Bind address (loopback by default: the pages are not authenticated).")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 picks a free one, see --port-file).")] = 8050,
-    port_file: Annotated[Optional[Path], typer.Option(help="Write the bound port here (useful with --port 0).")]
+    port_file: Annotated[Path | None, typer.Option(help="Write the bound port here (useful with --port 0).")]
     = None,
     refresh: Annotated[float, typer.Option(help="Seconds between page reloads and between analyses of an "
                                                 "experiment.")] = 30.0,
     bootstrap: Annotated[int, typer.Option(help="Cluster-bootstrap resamples per analysis (0 = off).")] = 0,
     timeseries_points: Annotated[int, typer.Option(help="Looks in the cumulative-lift chart.")] = 8,
-    segment: Annotated[Optional[str], typer.Option(help="Break every experiment down by this context attribute.")]
+    segment: Annotated[str | None, typer.Option(help="Break every experiment down by this context attribute.")]
     = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:

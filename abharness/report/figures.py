@@ -9,7 +9,7 @@ non-inferiority margin.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import plotly.graph_objects as go
@@ -17,22 +17,31 @@ from plotly.subplots import make_subplots
 
 from abharness.report.html import figure_html
 
-__all__ = ["interval_figure", "guardrail_figure", "timeseries_figure", "traffic_figures", "power_figure",
-           "interleaving_figure", "segment_figure", "iso", "ARM_COLOURS"]
+__all__ = [
+    "ARM_COLOURS",
+    "guardrail_figure",
+    "interleaving_figure",
+    "interval_figure",
+    "iso",
+    "power_figure",
+    "segment_figure",
+    "timeseries_figure",
+    "traffic_figures",
+]
 
 FIXED = "#0969da"
 ALWAYS_VALID = "#8250df"
 ZERO = "#24292f"
 MARGIN = "#cf222e"
 ARM_COLOURS = ("#8c959f", "#0969da", "#1a7f37", "#bf8700", "#8250df", "#e16f24")
-_MARGIN = dict(t=40, b=30, l=10, r=10)
+_MARGIN = {"t": 40, "b": 30, "l": 10, "r": 10}
 
 
 def iso(ts: float | None) -> str | None:
     """Unix seconds -> ISO 8601 UTC (plotly draws it as a date axis)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(float(ts), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _ok(*xs: Any) -> bool:
@@ -43,7 +52,7 @@ def _bar(fig: go.Figure, label: str, lo: Any, hi: Any, colour: str, *, row: int 
          legend: bool = False, name: str = "") -> None:
     if not _ok(lo, hi):
         return
-    kw = dict(row=row, col=1) if row is not None else {}
+    kw = {"row": row, "col": 1} if row is not None else {}
     fig.add_trace(go.Bar(y=[label], x=[hi - lo], base=[lo], orientation="h", marker_color=colour, opacity=0.55,
                          name=name or label, showlegend=legend, hovertemplate=f"{label}: [{lo:.4g}, {hi:.4g}]"
                          "<extra></extra>"), **kw)
@@ -52,9 +61,9 @@ def _bar(fig: go.Figure, label: str, lo: Any, hi: Any, colour: str, *, row: int 
 def _point(fig: go.Figure, labels: Sequence[str], x: Any, *, row: int | None = None) -> None:
     if not _ok(x):
         return
-    kw = dict(row=row, col=1) if row is not None else {}
-    fig.add_trace(go.Scatter(y=list(labels), x=[x] * len(labels), mode="markers", marker=dict(color=ZERO, size=9,
-                             symbol="line-ns-open", line=dict(width=3)), showlegend=False,
+    kw = {"row": row, "col": 1} if row is not None else {}
+    fig.add_trace(go.Scatter(y=list(labels), x=[x] * len(labels), mode="markers", marker={"color": ZERO, "size": 9,
+                             "symbol": "line-ns-open", "line": {"width": 3}}, showlegend=False,
                              hovertemplate=f"estimate {x:.4g}<extra></extra>"), **kw)
 
 
@@ -77,9 +86,9 @@ def interval_figure(comparisons: Mapping[str, Mapping[str, Any]], alpha: float, 
         _bar(fig, seq, c.get("seq_lower"), c.get("seq_upper"), ALWAYS_VALID, row=i, legend=i == 1, name=seq)
         _bar(fig, fixed, c.get("lift_lower"), c.get("lift_upper"), FIXED, row=i, legend=i == 1, name=fixed)
         _point(fig, [fixed, seq], c.get("lift"), row=i)
-        fig.add_vline(x=0, line=dict(color=ZERO, width=1, dash="dot"), row=i, col=1)
-    fig.update_layout(title=title, height=height, barmode="overlay", margin=dict(t=70, b=20, l=10, r=10),
-                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+        fig.add_vline(x=0, line={"color": ZERO, "width": 1, "dash": "dot"}, row=i, col=1)
+    fig.update_layout(title=title, height=height, barmode="overlay", margin={"t": 70, "b": 20, "l": 10, "r": 10},
+                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"})
     fig.update_annotations(font_size=12)
     return figure_html(fig)
 
@@ -109,15 +118,15 @@ def guardrail_figure(guardrails: Mapping[str, Mapping[str, Any]], alpha: float) 
         _point(fig, [fixed, seq], ni.get("harm"), row=i)
         if _ok(ni.get("upper")):
             fig.add_trace(go.Scatter(y=[fixed], x=[ni["upper"]], mode="markers", name=upper, showlegend=i == 1,
-                                     marker=dict(symbol="triangle-left", size=11, color=FIXED),
+                                     marker={"symbol": "triangle-left", "size": 11, "color": FIXED},
                                      hovertemplate=f"{upper}: {ni['upper']:.4g}<extra></extra>"), row=i, col=1)
-        fig.add_vline(x=0, line=dict(color=ZERO, width=1, dash="dot"), row=i, col=1)
-        fig.add_vline(x=ni["margin"], line=dict(color=MARGIN, width=2, dash="dash"), row=i, col=1,
+        fig.add_vline(x=0, line={"color": ZERO, "width": 1, "dash": "dot"}, row=i, col=1)
+        fig.add_vline(x=ni["margin"], line={"color": MARGIN, "width": 2, "dash": "dash"}, row=i, col=1,
                       annotation_text="margin", annotation_font_color=MARGIN)
     fig.update_layout(title="Guardrails: harm against the non-inferiority margin (right of the red line = harm "
                       "beyond the margin)", height=height, barmode="overlay",
-                      margin=dict(t=80, b=20, l=10, r=10),
-                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+                      margin={"t": 80, "b": 20, "l": 10, "r": 10},
+                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"})
     fig.update_annotations(font_size=12)
     return figure_html(fig)
 
@@ -128,19 +137,19 @@ def timeseries_figure(points: Sequence[Mapping[str, Any]], metric: str, alpha: f
     x = [iso(p["until"]) for p in points]
     level = f"{1 - alpha:.0%}"
     fig = go.Figure()
-    for lo, hi, colour, name in (("seq_lower", "seq_upper", ALWAYS_VALID, f"always-valid {level} (confidence "
-                                  "sequence)"), ("lower", "upper", FIXED, f"fixed-horizon {level}")):
-        fig.add_trace(go.Scatter(x=x, y=[p[hi] for p in points], mode="lines", line=dict(width=0, color=colour),
+    for lo, hi, colour, name in (("seq_lower", "seq_upper", ALWAYS_VALID, (f"always-valid {level} (confidence "
+                                  "sequence)")), ("lower", "upper", FIXED, f"fixed-horizon {level}")):
+        fig.add_trace(go.Scatter(x=x, y=[p[hi] for p in points], mode="lines", line={"width": 0, "color": colour},
                                  showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=x, y=[p[lo] for p in points], mode="lines", line=dict(width=0, color=colour),
+        fig.add_trace(go.Scatter(x=x, y=[p[lo] for p in points], mode="lines", line={"width": 0, "color": colour},
                                  fill="tonexty", fillcolor=_rgba(colour, 0.22), name=name))
     fig.add_trace(go.Scatter(x=x, y=[p["lift"] for p in points], mode="lines+markers", name="cumulative lift",
-                             line=dict(color=ZERO), customdata=[[p["units"]] for p in points],
+                             line={"color": ZERO}, customdata=[[p["units"]] for p in points],
                              hovertemplate="%{x}<br>lift %{y:.4g}<br>%{customdata[0]} units<extra></extra>"))
-    fig.add_hline(y=0, line=dict(color=ZERO, width=1, dash="dot"))
+    fig.add_hline(y=0, line={"color": ZERO, "width": 1, "dash": "dot"})
     fig.update_layout(title=f"Cumulative lift of {metric} (treatment − control) over time", height=380,
-                      xaxis_title="date (UTC)", yaxis_title=f"lift in {metric}", margin=dict(t=40, b=40, l=60, r=10),
-                      legend=dict(orientation="h", y=-0.25))
+                      xaxis_title="date (UTC)", yaxis_title=f"lift in {metric}", margin={"t": 40, "b": 40, "l": 60, "r": 10},
+                      legend={"orientation": "h", "y": -0.25})
     return figure_html(fig)
 
 
@@ -168,19 +177,19 @@ def traffic_figures(buckets: Sequence[Mapping[str, Any]], planned: Mapping[str, 
         share.add_trace(go.Bar(x=x, y=[b["new_units"] for b in rows], name=arm, marker_color=colour,
                                customdata=[b["new_units"] for b in rows],
                                hovertemplate=f"{arm}: %{{customdata}} new units (%{{y:.1%}})<extra></extra>"))
-    counts.update_layout(barmode="group", height=460, margin=dict(t=40, b=30, l=60, r=10),
-                         legend=dict(orientation="h", y=1.08, yanchor="bottom"))
+    counts.update_layout(barmode="group", height=460, margin={"t": 40, "b": 30, "l": 60, "r": 10},
+                         legend={"orientation": "h", "y": 1.08, "yanchor": "bottom"})
     total = sum(planned.values())
     cumulative = 0.0
     for arm in arms[:-1]:
         if arm in planned and total > 0:
             cumulative += planned[arm] / total
-            share.add_hline(y=cumulative, line=dict(color=ZERO, width=2, dash="dash"),
+            share.add_hline(y=cumulative, line={"color": ZERO, "width": 2, "dash": "dash"},
                             annotation_text=f"planned {arm} {planned[arm] / total:.0%}",
                             annotation_position="top left")
     share.update_layout(title=f"Share of new units per arm per {bucket_label} vs the planned split (dashed)",
-                        barmode="stack", barnorm="fraction", height=300, margin=dict(t=40, b=30, l=60, r=10),
-                        yaxis=dict(tickformat=".0%", range=[0, 1]), legend=dict(orientation="h", y=-0.25))
+                        barmode="stack", barnorm="fraction", height=300, margin={"t": 40, "b": 30, "l": 60, "r": 10},
+                        yaxis={"tickformat": ".0%", "range": [0, 1]}, legend={"orientation": "h", "y": -0.25})
     return [figure_html(counts), figure_html(share)]
 
 
@@ -194,8 +203,8 @@ def power_figure(power: Sequence[Mapping[str, Any]]) -> str:
                marker_color="#8c959f"),
     ])
     fig.update_layout(title="Units so far vs units needed for the target MDE", barmode="group",
-                      height=120 + 50 * len(labels), margin=dict(t=40, b=30, l=10, r=10), xaxis_title="units",
-                      legend=dict(orientation="h", y=-0.3))
+                      height=120 + 50 * len(labels), margin={"t": 40, "b": 30, "l": 10, "r": 10}, xaxis_title="units",
+                      legend={"orientation": "h", "y": -0.3})
     fig.update_yaxes(automargin=True)
     return figure_html(fig)
 
@@ -208,10 +217,10 @@ def interleaving_figure(r: Mapping[str, Any], alpha: float) -> str:
     _bar(fig, seq, r.get("seq_lower"), r.get("seq_upper"), ALWAYS_VALID, legend=True)
     _bar(fig, fixed, r.get("preference_lower"), r.get("preference_upper"), FIXED, legend=True)
     _point(fig, [fixed, seq], r.get("preference"))
-    fig.add_vline(x=0, line=dict(color=ZERO, width=1, dash="dot"))
+    fig.add_vline(x=0, line={"color": ZERO, "width": 1, "dash": "dot"})
     fig.update_layout(title=f"Interleaving preference for {r['treatment']} over {r['control']} (> 0: "
-                      f"{r['treatment']} wins more)", height=230, barmode="overlay", margin=dict(t=40, b=30, l=10,
-                                                                                                   r=10),
+                      f"{r['treatment']} wins more)", height=230, barmode="overlay", margin={"t": 40, "b": 30, "l": 10,
+                                                                                                   "r": 10},
                       showlegend=False)
     fig.update_yaxes(automargin=True)
     return figure_html(fig)
@@ -234,10 +243,10 @@ def segment_figure(segments: Sequence[Mapping[str, Any]], metric: str, alpha: fl
                                      showlegend=seg is segments[0]))
         if _ok(c.get("lift")):
             fig.add_trace(go.Scatter(y=[label], x=[c["lift"]], mode="markers", showlegend=False,
-                                     marker=dict(color=ZERO, size=9, symbol="line-ns-open", line=dict(width=3))))
-    fig.add_vline(x=0, line=dict(color=ZERO, width=1, dash="dot"))
+                                     marker={"color": ZERO, "size": 9, "symbol": "line-ns-open", "line": {"width": 3}}))
+    fig.add_vline(x=0, line={"color": ZERO, "width": 1, "dash": "dot"})
     fig.update_layout(title=f"Lift of {metric} per segment (descriptive: no decision is taken on segments)",
-                      height=120 + 60 * len(segments), barmode="group", margin=dict(t=40, b=30, l=10, r=10),
-                      legend=dict(orientation="h", y=-0.2))
+                      height=120 + 60 * len(segments), barmode="group", margin={"t": 40, "b": 30, "l": 10, "r": 10},
+                      legend={"orientation": "h", "y": -0.2})
     fig.update_yaxes(automargin=True)
     return figure_html(fig)

@@ -40,12 +40,12 @@ def _forest(rows: Sequence[tuple[str, Any, Any, Any, str, str]], title: str, x_t
                                  hovertemplate=f"{label}: [{lo:.4g}, {hi:.4g}]<extra></extra>"))
             seen.add(group)
         if _ok(est):
-            fig.add_trace(go.Scatter(y=[label], x=[est], mode="markers", showlegend=False, marker=dict(
-                color=ZERO, size=9, symbol="line-ns-open", line=dict(width=3)),
+            fig.add_trace(go.Scatter(y=[label], x=[est], mode="markers", showlegend=False, marker={
+                "color": ZERO, "size": 9, "symbol": "line-ns-open", "line": {"width": 3}},
                 hovertemplate=f"{label}: {est:.4g}<extra></extra>"))
-    fig.add_vline(x=0, line=dict(color=ZERO, width=1, dash="dot"))
+    fig.add_vline(x=0, line={"color": ZERO, "width": 1, "dash": "dot"})
     fig.update_layout(title=title, height=110 + 42 * len(rows), barmode="overlay", xaxis_title=x_title,
-                      margin=dict(t=40, b=40, l=10, r=10), legend=dict(orientation="h", y=-0.25))
+                      margin={"t": 40, "b": 40, "l": 10, "r": 10}, legend={"orientation": "h", "y": -0.25})
     fig.update_yaxes(automargin=True, autorange="reversed")
     return figure_html(fig)
 
@@ -76,10 +76,10 @@ def _overlap_figure(d: Mapping[str, Any]) -> str | None:
         go.Bar(y=labels, x=[o["jaccard"] for o in worst], orientation="h", name=f"Jaccard@{d['k']}",
                marker_color=ARM_COLOURS[0]),
     ])
-    fig.add_vline(x=d["overlap_mean_rbo"], line=dict(color=FIXED, dash="dash"), annotation_text="mean RBO")
+    fig.add_vline(x=d["overlap_mean_rbo"], line={"color": FIXED, "dash": "dash"}, annotation_text="mean RBO")
     fig.update_layout(title="Queries where the arms' rankings differ most (1 = identical lists)", barmode="group",
-                      height=120 + 44 * len(worst), xaxis=dict(range=[0, 1]), margin=dict(t=40, b=30, l=10, r=10),
-                      legend=dict(orientation="h", y=-0.15))
+                      height=120 + 44 * len(worst), xaxis={"range": [0, 1]}, margin={"t": 40, "b": 30, "l": 10, "r": 10},
+                      legend={"orientation": "h", "y": -0.15})
     fig.update_yaxes(automargin=True, autorange="reversed")
     return figure_html(fig)
 

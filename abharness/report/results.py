@@ -16,7 +16,7 @@ from abharness.errors import ConfigError
 from abharness.report import figures
 from abharness.report.templating import fmt_num, fmt_p, fmt_pct, render, write_html
 
-__all__ = ["results_context", "render_results_html", "write_results_html", "offline_verdicts", "load_json_report"]
+__all__ = ["load_json_report", "offline_verdicts", "render_results_html", "results_context", "write_results_html"]
 
 _LEVEL_WORDS = {86_400.0: "day", 3_600.0: "hour"}
 

@@ -12,15 +12,25 @@ the page (or inlines it with ``inline_js=True``), so pages open offline from dis
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-__all__ = ["environment", "render", "write_html", "plotly_js", "PLOTLY_JS", "fmt_num", "fmt_pct", "fmt_p",
-           "fmt_date", "fmt_datetime"]
+__all__ = [
+    "PLOTLY_JS",
+    "environment",
+    "fmt_date",
+    "fmt_datetime",
+    "fmt_num",
+    "fmt_p",
+    "fmt_pct",
+    "plotly_js",
+    "render",
+    "write_html",
+]
 
 PLOTLY_JS = "plotly.min.js"
 
@@ -58,14 +68,14 @@ def fmt_datetime(ts: Any) -> str:
     """Unix seconds -> '2026-12-02 18:54 UTC'."""
     if _missing(ts):
         return "—"
-    return datetime.fromtimestamp(float(ts), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def fmt_date(ts: Any) -> str:
     """Unix seconds -> '2026-12-02' (UTC)."""
     if _missing(ts):
         return "—"
-    return datetime.fromtimestamp(float(ts), timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d")
 
 
 @lru_cache(maxsize=1)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHROMIUM_ARGS", "find_chromium", "chromium_or_skip", "PageCheck", "browser", "check_page"]
+__all__ = ["CHROMIUM_ARGS", "PageCheck", "browser", "check_page", "chromium_or_skip", "find_chromium"]
 
 CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync")

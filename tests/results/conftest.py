@@ -22,8 +22,8 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     against a 50/50 allocation, no effect. One SQLite file each."""
     root = tmp_path_factory.mktemp("results-stores")
     urls = {}
-    for name, kw in {"ok": dict(units=2_400, interleave_units=600, seed=1),
-                     "srm": dict(units=2_400, treatment_share=0.56, ctr=(0.3, 0.3), seed=2)}.items():
+    for name, kw in {"ok": {"units": 2_400, "interleave_units": 600, "seed": 1},
+                     "srm": {"units": 2_400, "treatment_share": 0.56, "ctr": (0.3, 0.3), "seed": 2}}.items():
         url = f"sqlite:///{root / f'{name}.db'}"
         st = open_store(url)
         try:
