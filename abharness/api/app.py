@@ -13,6 +13,7 @@ import asyncio
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,7 +30,7 @@ from abharness.api.admin import admin_router
 from abharness.api.browser import BeaconMiddleware, PublicCORSMiddleware, browser_router
 from abharness.api.routes import RequestError, router
 from abharness.backends.base import SearchBackend
-from abharness.backends.factory import build_backends
+from abharness.backends.factory import UnavailableBackend, build_backends, open_arm_backend
 from abharness.config import ExperimentConfig
 from abharness.core.tokens import InvalidToken
 from abharness.errors import AbharnessError, BackendError, ConfigError, StoreError, TokenError
@@ -56,6 +57,45 @@ async def _admin_sync_loop(service: ProxyService, interval_s: float) -> None:
                 log.info("applied %d admin change(s) made on another replica", applied)
         except Exception as exc:  # noqa: BLE001 - the loop must survive a store outage
             log.warning("admin sync: cannot read the audit log (%s); retrying in %.1f s", exc, interval_s)
+
+
+WARM_UP_QUERY = "warm up"
+
+
+async def warm_up(config: ExperimentConfig, backends: Mapping[str, SearchBackend]) -> None:
+    """Run one search on every open backend before the app reports ready, so the first real searches do not pay
+    for lazy loading (encoder kernels, micro-batch thread, connection pool) and time out into a fallback.
+
+    A backend that fails its warm-up is logged (it opened, so it is failing rather than absent: /readyz and the
+    searches report it as usual).
+    """
+    for name, backend in backends.items():
+        if isinstance(backend, UnavailableBackend):
+            continue
+        t0 = time.perf_counter()
+        try:
+            await anyio.to_thread.run_sync(backend.search, [WARM_UP_QUERY], config.k)
+        except Exception as exc:  # noqa: BLE001 - a failing (not absent) arm: reported by /readyz and the searches
+            log.warning("arm %r failed its warm-up search (%s)", name, exc)
+            continue
+        log.info("arm %r warmed up in %.2f s", name, time.perf_counter() - t0)
+
+
+async def _reconnect_loop(service: ProxyService, config: ExperimentConfig, arm: str) -> None:
+    """Open an arm that was unavailable at start, retrying with backoff (1 s doubling to 30 s), then swap it in."""
+    delay = 1.0
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            backend = await anyio.to_thread.run_sync(open_arm_backend, config, arm)
+        except Exception as exc:  # noqa: BLE001 - retried; the arm stays unavailable meanwhile
+            log.debug("arm %r still unavailable: %s", arm, exc)
+            delay = min(30.0, delay * 2)
+            continue
+        await warm_up(config, {arm: backend})
+        service.replace_backend(arm, backend)
+        log.warning("treatment arm %r is available again; routing to it", arm)
+        return
 
 
 class BodyLimitMiddleware:
@@ -123,6 +163,13 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def _log_with_id(request: Request, exc: BaseException) -> str:
+    """Log ``exc`` (which may name internal URLs and upstream replies) under a fresh id the client can quote."""
+    error_id = uuid.uuid4().hex[:12]
+    log.warning("%s %s failed (error id %s): %s", request.method, request.url.path, error_id, exc)
+    return error_id
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Turn validation and domain errors into 4xx/503 JSON bodies naming the field or the limit (never a 500 for
     bad input). Body: {"error": code, "detail": message, ...}."""
@@ -148,8 +195,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ControlUnavailable)
     async def _control(request: Request, exc: ControlUnavailable) -> JSONResponse:
-        return JSONResponse({"error": "control_unavailable", "detail": str(exc)}, status_code=503,
-                            headers={"Retry-After": "1"})
+        error_id = _log_with_id(request, exc)
+        return JSONResponse(
+            {"error": "control_unavailable", "error_id": error_id,
+             "detail": f"the control arm {exc.arm!r} could not serve this search; retry later (error id {error_id})"},
+            status_code=503, headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(QueueFull)
     async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
@@ -158,8 +209,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AbharnessError)
     async def _domain(request: Request, exc: AbharnessError) -> JSONResponse:
-        if isinstance(exc, (BackendError, StoreError)):
-            return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503)
+        if isinstance(exc, (BackendError, StoreError)):  # internal addresses and replies: log them, not answer
+            error_id = _log_with_id(request, exc)
+            return JSONResponse(
+                {"error": "unavailable", "error_id": error_id,
+                 "detail": f"a dependency of the proxy failed; retry later (error id {error_id})"},
+                status_code=503, headers={"Retry-After": "1"},
+            )
         if isinstance(exc, TokenError):
             return JSONResponse({"error": "invalid_click", "detail": str(exc)}, status_code=403)
         return JSONResponse({"error": "bad_request", "detail": str(exc)}, status_code=400)
@@ -171,9 +227,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug, not bad input
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal", "detail": f"{type(exc).__name__}; see the server log"},
-                            status_code=500)
+        error_id = uuid.uuid4().hex[:12]
+        log.error("unhandled error on %s %s (error id %s)", request.method, request.url.path, error_id,
+                  exc_info=exc)
+        return JSONResponse(
+            {"error": "internal", "error_id": error_id, "detail": f"internal error; quote error id {error_id}"},
+            status_code=500,
+        )
 
 
 def create_app(
@@ -205,13 +265,17 @@ def create_app(
         the_backends: Mapping[str, SearchBackend] = backends or {}
         the_writer = writer
         sync_task: asyncio.Task[None] | None = None
+        reconnect_tasks: list[asyncio.Task[None]] = []
         try:
             if the_store is None:
                 from abharness.stores import open_store
 
                 the_store = await anyio.to_thread.run_sync(open_store, config.store_url)
             if not the_backends:
-                the_backends = await anyio.to_thread.run_sync(build_backends, config)
+                the_backends = await anyio.to_thread.run_sync(
+                    lambda: build_backends(config, tolerate_treatments=True)
+                )
+            await warm_up(config, the_backends)
             audit = await anyio.to_thread.run_sync(the_store.audit_log, config.experiment_id)
             state, start_entry = restore_state(config, audit, now=clock())
             await anyio.to_thread.run_sync(the_store.write_batch, [start_entry])
@@ -233,6 +297,12 @@ def create_app(
                 else None, store=the_store, secret=secret, clock=clock,
             )
             app.state.service.mark_audit_applied([*audit, start_entry])
+            if own_backends:
+                for name, backend in the_backends.items():
+                    if isinstance(backend, UnavailableBackend):
+                        reconnect_tasks.append(asyncio.get_running_loop().create_task(
+                            _reconnect_loop(app.state.service, config, name)
+                        ))
             if config.admin_sync_interval_s > 0:
                 sync_task = asyncio.get_running_loop().create_task(
                     _admin_sync_loop(app.state.service, config.admin_sync_interval_s)
@@ -241,6 +311,8 @@ def create_app(
         finally:
             if sync_task is not None:
                 sync_task.cancel()
+            for task in reconnect_tasks:
+                task.cancel()
             service: ProxyService | None = getattr(app.state, "service", None)
             app.state.service = None
             if service is not None:
@@ -252,6 +324,10 @@ def create_app(
             if own_backends:
                 for b in the_backends.values():
                     b.close()
+                if service is not None:  # backends opened by the reconnect loop after the start
+                    for name, b in service.backends.items():
+                        if b is not the_backends.get(name):
+                            b.close()
             if own_store and the_store is not None:
                 the_store.close()
 

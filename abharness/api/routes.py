@@ -200,10 +200,10 @@ async def readyz(request: Request) -> JSONResponse:
     service: ProxyService | None = getattr(request.app.state, "service", None)
     if service is None:
         return JSONResponse({"status": "starting", "problems": {"service": "indexes loading"}}, status_code=503)
-    problems = await service.ready()
+    problems, degraded = await service.readiness()
     if problems:
-        return JSONResponse({"status": "not_ready", "problems": problems}, status_code=503)
-    return JSONResponse({"status": "ready", "arms": list(service.backends)})
+        return JSONResponse({"status": "not_ready", "problems": problems, "degraded": degraded}, status_code=503)
+    return JSONResponse({"status": "ready", "arms": list(service.backends), "degraded": degraded})
 
 
 @router.get("/metrics")

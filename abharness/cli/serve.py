@@ -61,6 +61,17 @@ def run_uvicorn(
         raise SystemExit(EXIT_USAGE_ERROR)
 
 
+def _check_remote_control(cfg: object) -> None:
+    """Control served by an index server that does not answer is an error before binding (one line, exit 2); a
+    treatment that does not answer is not: the proxy starts, serves control and reconnects the arm."""
+    from abharness.backends.factory import open_arm_backend
+    from abharness.config import RemoteBackendConfig
+
+    control = cfg.control  # type: ignore[attr-defined]
+    if isinstance(cfg.arm(control).backend, RemoteBackendConfig):  # type: ignore[attr-defined]
+        open_arm_backend(cfg, control).close()  # type: ignore[arg-type]
+
+
 def serve_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="Experiment YAML (see examples/experiment.yaml).")],
     host: Annotated[Optional[str], typer.Option(help="Bind address (default: the config's host).")] = None,
@@ -77,6 +88,7 @@ def serve_command(
     try:
         cfg = load_config(config, insecure_dev=True if insecure_dev else None)
         check_paths(cfg)
+        _check_remote_control(cfg)
     except AbharnessError as exc:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(EXIT_USAGE_ERROR) from None

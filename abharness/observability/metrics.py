@@ -126,6 +126,12 @@ class ProxyMetrics:
         self.backend_up = Gauge(
             "abharness_backend_up", "1 when the arm's backend answered its last call", ["arm"], registry=registry
         )
+        self.arm_available = Gauge(
+            "abharness_arm_available",
+            "0 while an arm's backend could not be opened (its units are served by control), else 1",
+            ["arm"],
+            registry=registry,
+        )
         self._writer_stats: Callable[[], WriterStats | None] = lambda: None
         registry.register(_WriterCollector(lambda: self._writer_stats()))
 

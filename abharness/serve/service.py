@@ -44,6 +44,10 @@ class Writer(Protocol):
 class ControlUnavailable(BackendError):
     """The control arm failed or timed out: the request cannot be served (HTTP 503)."""
 
+    def __init__(self, message: str, arm: str = "") -> None:
+        super().__init__(message)
+        self.arm = arm
+
 
 class QueueFull(StoreError):
     """The event queue is full and the config says to reject rather than drop (HTTP 503)."""
@@ -127,7 +131,9 @@ class ProxyService:
         self._seen = _SeenClicks()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._started_at = clock()
+        self._last_readiness_details: dict[str, str] = {}
         self.sync_metrics()
+        self._update_available()
 
     @property
     def secret(self) -> bytes:
@@ -167,7 +173,7 @@ class ProxyService:
             return await self._call(control, query, k, self.config.timeouts.control_s)
         except BackendError as exc:
             raise ControlUnavailable(
-                f"the control arm {control!r} could not serve this search ({exc}); retry later"
+                f"the control arm {control!r} could not serve this search ({exc}); retry later", control
             ) from exc
 
     def _fingerprints(self, *arms: str) -> dict[str, dict[str, str]]:
@@ -264,7 +270,7 @@ class ProxyService:
             if isinstance(c_hits, BaseException):
                 if isinstance(c_hits, ControlUnavailable):
                     raise c_hits
-                raise ControlUnavailable(f"the control arm {control!r} failed: {c_hits}") from c_hits
+                raise ControlUnavailable(f"the control arm {control!r} failed: {c_hits}", control) from c_hits
             if isinstance(t_hits, BaseException):
                 fallback, error = True, str(t_hits)
                 self.metrics.fallbacks.labels(treatment).inc()
@@ -503,19 +509,49 @@ class ProxyService:
             self.metrics.allocation_weight.labels(name).set(share)
         self.metrics.paused.set(1 if self.state.routing_to_control else 0)
 
-    async def ready(self) -> dict[str, str]:
-        """Problems that make the service not ready (empty dict: ready)."""
+    def replace_backend(self, arm: str, backend: SearchBackend) -> None:
+        """Swap in the backend of ``arm`` (the reconnect loop, once an arm unavailable at start answers)."""
+        self.backends[arm] = backend
+        self._update_available()
+
+    def unavailable_arms(self) -> list[str]:
+        """Arms whose backend could not be opened (served by control until the reconnect succeeds)."""
+        return [name for name, b in self.backends.items() if getattr(b, "info", None) is not None
+                and b.info.model_fingerprint == "unavailable"]
+
+    def _update_available(self) -> None:
+        down = set(self.unavailable_arms())
+        for name in self.backends:
+            self.metrics.arm_available.labels(name).set(0 if name in down else 1)
+            if name in down:
+                self.metrics.backend_up.labels(name).set(0)
+
+    async def readiness(self) -> tuple[dict[str, str], dict[str, str]]:
+        """``(problems, degraded)``. Problems make the proxy not ready (503): the store cannot take a write, the
+        event log is failing, control does not answer. Degraded arms do not: control serves their units.
+
+        Messages are public (no paths, URLs or upstream replies); the details go to the log, once per change.
+        """
         problems: dict[str, str] = {}
+        degraded: dict[str, str] = {}
+        details: dict[str, str] = {}
         t0 = time.perf_counter()
         try:
             await anyio.to_thread.run_sync(self.store.ping)
         except Exception as exc:  # readiness reports any failure, it does not raise
-            problems["store"] = f"{type(exc).__name__}: {exc}"
+            problems["store"] = "the event store cannot take a write"
+            details["store"] = f"{type(exc).__name__}: {exc}"
         self.metrics.store_probe_seconds.observe(time.perf_counter() - t0)
-        writer_problem = getattr(self.writer, "problem", None)
+        writer_problem = getattr(self.writer, "public_problem", None)
         if callable(writer_problem) and (p := writer_problem()):
             problems["event_log"] = p
+            details["event_log"] = str(self.writer.problem())  # type: ignore[union-attr]
+        down = set(self.unavailable_arms())
         for name, backend in self.backends.items():
+            where = problems if name == self.config.control else degraded
+            if name in down:
+                where[f"arm:{name}"] = "unavailable since start; reconnecting in the background"
+                continue
             ping = getattr(backend, "ping", None)
             if ping is None:
                 continue
@@ -524,5 +560,17 @@ class ProxyService:
                 self.metrics.backend_up.labels(name).set(1)
             except Exception as exc:  # noqa: BLE001 - reported, not raised
                 self.metrics.backend_up.labels(name).set(0)
-                problems[f"arm:{name}"] = f"{type(exc).__name__}: {exc}"
-        return problems
+                where[f"arm:{name}"] = "the backend does not answer" + (
+                    "" if name == self.config.control else "; its units are served by control"
+                )
+                details[f"arm:{name}"] = f"{type(exc).__name__}: {exc}"
+        if details != self._last_readiness_details:
+            for key, text in details.items():
+                if self._last_readiness_details.get(key) != text:
+                    log.warning("readiness: %s: %s", key, text)
+            self._last_readiness_details = details
+        return problems, degraded
+
+    async def ready(self) -> dict[str, str]:
+        """Problems that make the service not ready (empty dict: ready); see ``readiness``."""
+        return (await self.readiness())[0]

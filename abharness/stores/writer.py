@@ -186,6 +186,14 @@ class EventWriter:
         """``healthy``, ``failing`` (store down, events queued) or ``spooling`` (store down, queue spilled)."""
         return self._state
 
+    def public_problem(self) -> str | None:
+        """``problem`` without the store's error text (no paths or addresses), for a public /readyz."""
+        if self._state == "healthy":
+            return None
+        since = self._failing_since
+        for_s = f" for {time.monotonic() - since:.0f} s" if since is not None else ""
+        return f"event store failing{for_s}; {len(self._queue)} events queued, {self._spooled} spooled"
+
     def problem(self) -> str | None:
         """Why the log is not healthy (for /readyz), or None."""
         if self._state == "healthy":
