@@ -21,6 +21,7 @@ from abharness.errors import ConfigError
 __all__ = [
     "LocalBackendConfig",
     "RemoteBackendConfig",
+    "HttpBackendConfig",
     "ArmConfig",
     "TimeoutsConfig",
     "LimitsConfig",
@@ -70,10 +71,80 @@ class RemoteBackendConfig(_Strict):
         return v.rstrip("/")
 
 
+HTTP_PRESETS = ("opensearch-match", "opensearch-knn", "abharness")
+
+
+class DeclaredFingerprint(_Strict):
+    """What the operator says an http arm serves (recorded with the config's hash on every exposure)."""
+
+    model: str = Field("undeclared", max_length=200, description="e.g. the embedding model and version")
+    index: str = Field("undeclared", max_length=200, description="e.g. the index name and its build date")
+
+
+class HttpBackendConfig(_Strict):
+    """An arm served by a search engine a team already runs, over HTTP (see abharness.backends.http)."""
+
+    kind: Literal["http"]
+    url: str = Field(description="the search endpoint, e.g. http://127.0.0.1:9200/docs/_search")
+    preset: Literal["opensearch-match", "opensearch-knn", "abharness"] | None = Field(
+        None, description="fills method, body and the response mapping for OpenSearch/Elasticsearch _search "
+        "(a match or a knn query) or the abharness index server")
+    method: Literal["POST", "GET", "PUT"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict, description="values may name environment variables as "
+                                    "${NAME} (secrets stay out of the file)")
+    body: Any = Field(None, description='JSON template; the strings "{{query}}", "{{k}}" and "{{vector}}" are '
+                      "replaced (a whole-string {{k}} becomes a number, {{vector}} a list)")
+    hits: str | None = Field(None, description="JMESPath to the list of hits in the response")
+    doc_id: str | None = Field(None, description="JMESPath, per hit, to the document id")
+    score: str | None = Field(None, description="JMESPath, per hit, to the score")
+    title: str | None = Field(None, description="JMESPath, per hit, to the title (optional)")
+    fail_if: str | None = Field(None, description="JMESPath on the response; truthy = treat as a failure "
+                                "(e.g. partial results)")
+    text_field: str = Field("text", description="opensearch-match: the field matched against the query")
+    vector_field: str = Field("embedding", description="opensearch-knn: the knn_vector field")
+    title_field: str = Field("title", description="opensearch presets: the _source field shown as title")
+    encoder: str | None = Field(None, description='model spec that embeds the query for {{vector}} ("minilm", a '
+                                "model directory); required by opensearch-knn")
+    health_url: str | None = Field(None, description="GET this for /readyz (default: none)")
+    max_connections: int = Field(64, ge=1, description="size of the pooled httpx client")
+    fingerprint: DeclaredFingerprint = DeclaredFingerprint()
+
+    @field_validator("url", "health_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} is not an http(s) URL; write e.g. http://127.0.0.1:9200/docs/_search")
+        return v
+
+    @field_validator("hits", "doc_id", "score", "title", "fail_if")
+    @classmethod
+    def _jmespath(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import jmespath
+        from jmespath.exceptions import JMESPathError
+
+        try:
+            jmespath.compile(v)
+        except JMESPathError as exc:
+            raise ValueError(f"{v!r} is not a JMESPath expression ({str(exc).splitlines()[0]}); see jmespath.org")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> HttpBackendConfig:
+        if self.preset is None:
+            missing = [f for f in ("body", "hits", "doc_id", "score") if getattr(self, f) is None]
+            if missing and not (self.method == "GET" and missing == ["body"]):
+                raise ValueError(f"without a preset, set {missing} (or preset: one of {list(HTTP_PRESETS)})")
+        if self.preset == "opensearch-knn" and self.encoder is None:
+            raise ValueError("preset opensearch-knn embeds the query: set encoder (e.g. minilm or a model directory)")
+        return self
+
+
 class ArmConfig(_Strict):
     name: str
     role: Literal["control", "treatment"]
-    backend: Annotated[LocalBackendConfig | RemoteBackendConfig, Field(discriminator="kind")]
+    backend: Annotated[LocalBackendConfig | RemoteBackendConfig | HttpBackendConfig, Field(discriminator="kind")]
 
     @field_validator("name")
     @classmethod

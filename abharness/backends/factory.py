@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 
 from abharness.backends.base import BackendInfo, SearchBackend
-from abharness.config import ExperimentConfig, LocalBackendConfig
+from abharness.config import ExperimentConfig, HttpBackendConfig, LocalBackendConfig
 from abharness.core.hits import Hit
 from abharness.errors import BackendError
 
@@ -44,6 +44,17 @@ def open_arm_backend(config: ExperimentConfig, name: str) -> SearchBackend:
 
         return open_local_backend(
             b.index, b.model, cache_size=b.cache_size, max_batch=b.max_batch, max_wait_ms=b.max_wait_ms
+        )
+    if isinstance(b, HttpBackendConfig):
+        from abharness.backends.http import HttpBackend
+
+        encoder = None
+        if b.encoder is not None:
+            from abharness.encoders.st import load_encoder
+
+            encoder = load_encoder(b.encoder)
+        return HttpBackend.from_config(
+            b, timeout_s=max(config.timeouts.control_s, config.timeouts.shadow_s), encoder=encoder
         )
     return RemoteBackend(
         b.url, timeout_s=max(config.timeouts.control_s, config.timeouts.shadow_s), max_connections=b.max_connections
