@@ -333,7 +333,8 @@ def _format_errors(exc: ValidationError, source: str) -> str:
 def parse_config(data: Any, *, source: str = "config", base_dir: Path | None = None) -> ExperimentConfig:
     """Validate a mapping (e.g. parsed YAML) into an ``ExperimentConfig``; raise ``ConfigError`` naming the field.
 
-    Relative local index paths are resolved against ``base_dir`` (the config file's directory).
+    Relative paths (local arms' index and model, an SQLite store) are resolved against ``base_dir`` (the config
+    file's directory), so the working directory never matters.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of settings at the top level, got {type(data).__name__}")
@@ -346,15 +347,42 @@ def parse_config(data: Any, *, source: str = "config", base_dir: Path | None = N
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
     if base_dir is not None:
-        arms = []
-        for arm in cfg.arms:
-            b = arm.backend
-            if isinstance(b, LocalBackendConfig) and not b.index.is_absolute():
-                b = b.model_copy(update={"index": (base_dir / b.index)})
-                arm = arm.model_copy(update={"backend": b})
-            arms.append(arm)
-        cfg = cfg.model_copy(update={"arms": arms})
+        cfg = _resolve_paths(cfg, base_dir)
     return cfg
+
+
+def _resolve_model(model: str, base_dir: Path) -> str:
+    """A model spec relative to the config folder: built-in names stay; a hub id stays only when downloads are
+    allowed and no such directory exists next to the config."""
+    from abharness.encoders.st import BUILTIN_MODELS, downloads_allowed
+
+    if model in BUILTIN_MODELS or Path(model).is_absolute():
+        return model
+    candidate = base_dir / model
+    if downloads_allowed() and not candidate.exists() and not model.startswith("."):
+        return model
+    return str(candidate)
+
+
+def _resolve_paths(cfg: ExperimentConfig, base_dir: Path) -> ExperimentConfig:
+    """Every relative path in the file is relative to the file's folder, whatever the working directory: local
+    arms' ``index`` and ``model`` and an SQLite ``store_url`` (``sqlite:///events.db``)."""
+    arms = []
+    for arm in cfg.arms:
+        b = arm.backend
+        if isinstance(b, LocalBackendConfig):
+            update: dict[str, Any] = {"model": _resolve_model(b.model, base_dir)}
+            if not b.index.is_absolute():
+                update["index"] = base_dir / b.index
+            arm = arm.model_copy(update={"backend": b.model_copy(update=update)})
+        arms.append(arm)
+    update_cfg: dict[str, Any] = {"arms": arms}
+    prefix = "sqlite:///"
+    if cfg.store_url.startswith(prefix):
+        path = cfg.store_url[len(prefix):]
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            update_cfg["store_url"] = prefix + str(base_dir / path)
+    return cfg.model_copy(update=update_cfg)
 
 
 def load_config(path: str | Path, *, insecure_dev: bool | None = None) -> ExperimentConfig:
@@ -372,11 +400,17 @@ def load_config(path: str | Path, *, insecure_dev: bool | None = None) -> Experi
 
 
 def check_paths(config: ExperimentConfig) -> None:
-    """Refuse local arms whose index directory does not exist (``serve`` calls it before binding a port)."""
+    """Refuse local arms whose index directory or model does not exist (``serve`` calls it before binding a port,
+    so these mistakes cost milliseconds and print one line)."""
+    from abharness.encoders.st import check_model_spec
+
     for i, arm in enumerate(config.arms):
         b = arm.backend
-        if isinstance(b, LocalBackendConfig) and not b.index.is_dir():
+        if not isinstance(b, LocalBackendConfig):
+            continue
+        if not b.index.is_dir():
             raise ConfigError(
                 f"arms.{i}.backend.index: index directory {str(b.index)!r} of arm {arm.name!r} does not exist; "
                 "build it with `abharness index build` or fix the path (relative to the config file)"
             )
+        check_model_spec(b.model, option=f"arms.{i}.backend.model (arm {arm.name!r})")

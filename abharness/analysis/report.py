@@ -152,3 +152,25 @@ class AnalysisReport:
         out = jsonable(self)
         out["exit_code"] = self.exit_code
         return out
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame with one row per (treatment, metric), outcome metrics and guardrails: control and
+        treatment values, absolute and relative lift with their interval, fixed and always-valid p-values."""
+        import pandas as pd
+
+        rows = []
+        blocks = [(t, comps, False) for t, comps in self.by_treatment.items()]
+        if self.treatments:
+            blocks.append((self.treatments[0], self.guardrails, True))
+        for treatment, comps, guardrail in blocks:
+            for name, c in comps.items():
+                rows.append({
+                    "treatment": treatment, "metric": name, "guardrail": guardrail,
+                    "control_value": c.control.value, "treatment_value": c.treatment.value,
+                    "control_units": c.control.units, "treatment_units": c.treatment.units,
+                    "lift": c.lift, "lift_lower": c.lift_lower, "lift_upper": c.lift_upper,
+                    "relative_lift": c.relative_lift, "relative_lower": c.relative_lower,
+                    "relative_upper": c.relative_upper, "p_value": c.p_value, "always_valid_p": c.always_valid_p,
+                    "cuped": c.cuped,
+                })
+        return pd.DataFrame(rows)

@@ -13,11 +13,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from abharness.errors import AbharnessError, ConfigError
+from abharness.errors import ConfigError
 
-__all__ = ["register", "parse_time", "parse_pairs", "EXIT_USAGE_ERROR"]
-
-EXIT_USAGE_ERROR = 2
+__all__ = ["register", "parse_time", "parse_pairs"]
 
 
 def parse_time(value: str | None, option: str) -> float | None:
@@ -109,51 +107,42 @@ def analyze_command(
     then ONE decision. Exit 0 = ship, 10 = keep-running, 20 = rollback, 2 = usage or data error."""
     from abharness.analysis import AnalysisOptions, PrePeriod, analyze
     from abharness.analysis.render import render_report
-    from abharness.stores import open_store
+    from abharness.library import open_store
 
     err = Console(stderr=True)
-    try:
-        cfg = None
-        if config is not None:
-            from abharness.config import load_config
+    cfg = None
+    if config is not None:
+        from abharness.config import load_config
 
-            cfg = load_config(config, insecure_dev=True)
-        w = parse_pairs(weights, "--weights") or None
-        options = AnalysisOptions(
-            control=control, weights=w, alpha=alpha, primary=primary, test=test, basis=basis,  # type: ignore[arg-type]
-            tuning_units=tuning_units, target_relative_mde=mde, power=power, bootstrap_samples=bootstrap, seed=seed,
-            timeseries_points=timeseries_points, cuped=cuped,
-            pre_period=PrePeriod(pre_experiment, parse_time(pre_since, "--pre-since"),
-                                 parse_time(pre_until, "--pre-until"),
-                                 tuple(m.strip() for m in pre_modes.split(",") if m.strip())),
-            margins=parse_pairs(margin, "--margin"),
-        )
-        if store.startswith("sqlite:///") and ":memory:" not in store:
-            path = Path(store[len("sqlite:///"):])
-            if not path.is_file():
-                raise ConfigError(f"--store {store!r}: no SQLite file at {str(path)!r}; point --store at the "
-                                  "events database the proxy writes (sqlite:///relative.db or sqlite:////abs.db)")
-        offline = _offline_evidence(evaluation, replay_report, html)
-        st = open_store(store, migrate=False)
-        if serve_metrics:
-            if interval <= 0:
-                raise ConfigError(f"--interval {interval}: must be a positive number of seconds (e.g. 30)")
-            try:
-                _serve_metrics(st, experiment, cfg, options, metric, segment, parse_time(since, "--since"),
-                               parse_time(until, "--until"), metrics_host, metrics_port, interval, err)
-            finally:
-                st.close()
-            raise typer.Exit(0)
+        cfg = load_config(config, insecure_dev=True)
+    w = parse_pairs(weights, "--weights") or None
+    options = AnalysisOptions(
+        control=control, weights=w, alpha=alpha, primary=primary, test=test, basis=basis,  # type: ignore[arg-type]
+        tuning_units=tuning_units, target_relative_mde=mde, power=power, bootstrap_samples=bootstrap, seed=seed,
+        timeseries_points=timeseries_points, cuped=cuped,
+        pre_period=PrePeriod(pre_experiment, parse_time(pre_since, "--pre-since"),
+                             parse_time(pre_until, "--pre-until"),
+                             tuple(m.strip() for m in pre_modes.split(",") if m.strip())),
+        margins=parse_pairs(margin, "--margin"),
+    )
+    offline = _offline_evidence(evaluation, replay_report, html)
+    st = open_store(store)  # never creates or migrates: analysis only reads
+    if serve_metrics:
+        if interval <= 0:
+            raise ConfigError(f"--interval {interval}: must be a positive number of seconds (e.g. 30)")
         try:
-            with err.status("analysing…") as status:
-                report = analyze(st, experiment, config=cfg, since=parse_time(since, "--since"),
-                                 until=parse_time(until, "--until"), metrics=metric, segment=segment,
-                                 options=options, progress=lambda msg: status.update(msg))
+            _serve_metrics(st, experiment, cfg, options, metric, segment, parse_time(since, "--since"),
+                           parse_time(until, "--until"), metrics_host, metrics_port, interval, err)
         finally:
             st.close()
-    except AbharnessError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE_ERROR) from None
+        raise typer.Exit(0)
+    try:
+        with err.status("analysing…") as status:
+            report = analyze(st, experiment, config=cfg, since=parse_time(since, "--since"),
+                             until=parse_time(until, "--until"), metrics=metric, segment=segment,
+                             options=options, progress=lambda msg: status.update(msg))
+    finally:
+        st.close()
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
     else:

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from abharness.errors import AbharnessError, ConfigError
+from abharness.errors import ConfigError
 
 __all__ = ["register"]
 
-EXIT_USAGE_ERROR = 2
 KINDS = ("beir", "stsb", "sick", "trec")
-
-
-def _fail(exc: AbharnessError) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-    return typer.Exit(EXIT_USAGE_ERROR)
 
 
 def check_command(
@@ -28,33 +22,34 @@ def check_command(
     kind: Annotated[str, typer.Option(help=f"Layout: {', '.join(KINDS)}.")] = "beir",
     split: Annotated[list[str] | None, typer.Option(help="Split(s) to check (default: all present).")] = None,
     allow_empty_docs: Annotated[bool, typer.Option(help="Accept documents with empty title and text.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the counts per split as JSON on stdout.")] = False,
 ) -> None:
     """Load and validate DATA; print counts per split, or one red line naming the file and line at fault."""
     from abharness import data as d
 
+    rows: list[dict[str, object]] = []
+    if kind == "beir":
+        for name in split or d.available_splits(data) or ["test"]:
+            ds = d.load_beir(data, name, empty_docs="keep" if allow_empty_docs else "error")
+            empty = ds.meta.get("empty_docs", "")
+            rows.append({"split": name, "documents": len(ds.corpus), "queries": len(ds.queries),
+                         "judgements": sum(map(len, ds.qrels.values())),
+                         "empty_docs": len(empty.split(",")) if empty else 0})
+    elif kind in {"stsb", "sick", "trec"}:
+        loader, default = {"stsb": (d.load_stsb, ["train", "dev", "test"]),
+                           "sick": (d.load_sick, ["train", "trial", "test"]),
+                           "trec": (d.load_trec, ["train", "test"])}[kind]
+        rows = [{"split": name, "items": len(loader(data, name))} for name in split or default]
+    else:
+        raise ConfigError(f"--kind {kind!r}: not a known layout; valid kinds: {', '.join(KINDS)}")
+    if json_out:
+        typer.echo(json.dumps({"data": str(data), "kind": kind, "ok": True, "splits": rows}, indent=2))
+        return
     table = Table(title=f"{data} ({kind})")
-    try:
-        if kind == "beir":
-            splits = split or d.available_splits(data) or ["test"]
-            table.add_column("split")
-            for col in ("documents", "queries", "judgements", "empty docs"):
-                table.add_column(col, justify="right")
-            for name in splits:
-                ds = d.load_beir(data, name, empty_docs="keep" if allow_empty_docs else "error")
-                empty = ds.meta.get("empty_docs", "")
-                table.add_row(name, str(len(ds.corpus)), str(len(ds.queries)),
-                              str(sum(map(len, ds.qrels.values()))), str(len(empty.split(",")) if empty else 0))
-        elif kind in {"stsb", "sick", "trec"}:
-            loader, default = {"stsb": (d.load_stsb, ["train", "dev", "test"]), "sick": (d.load_sick, ["train", "trial", "test"]),
-                               "trec": (d.load_trec, ["train", "test"])}[kind]
-            table.add_column("split")
-            table.add_column("items", justify="right")
-            for name in split or default:
-                table.add_row(name, str(len(loader(data, name))))
-        else:
-            raise ConfigError(f"--kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-    except AbharnessError as exc:
-        raise _fail(exc) from None
+    for col in rows[0] if rows else ["split"]:
+        table.add_column(col.replace("_", " "), justify="left" if col == "split" else "right")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
     Console().print(table)
     Console().print("[green]ok[/]")
 
@@ -66,11 +61,7 @@ def fetch_command(
     """Download NAME (checksum verified) into the cache, or reuse it; prints the directory to pass as --data."""
     from abharness.data import resolve_data
 
-    try:
-        path = resolve_data(name, cache_dir=cache_dir)
-    except AbharnessError as exc:
-        raise _fail(exc) from None
-    typer.echo(str(path))
+    typer.echo(str(resolve_data(name, cache_dir=cache_dir)))
 
 
 def register(app: typer.Typer) -> None:

@@ -8,15 +8,12 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from abharness.errors import AbharnessError
-
 __all__ = ["register"]
-
-EXIT_USAGE_ERROR = 2
 
 
 def demo_command(
-    data: Annotated[Path, typer.Option(help="Data root holding scifact/ (e.g. ../shared/data).")],
+    data_root: Annotated[Path, typer.Option(
+        "--data-root", help="Folder holding the data set folders (scifact/, ...), e.g. ../shared/data.")],
     out: Annotated[Path, typer.Option(help="Output directory for reports, the event log and summary.json.")],
     quick: Annotated[bool, typer.Option("--quick", help="Tiny slice and short runs (a few minutes; used in CI).")] = False,
     artifacts: Annotated[Optional[Path], typer.Option(
@@ -30,14 +27,9 @@ def demo_command(
     offline, replay, A/B and interleaving verdicts agree and how much traffic each needed."""
     from abharness.demo import DemoOptions, run_demo
 
-    err = Console(stderr=True)
-    try:
-        kw = dict(artifacts=artifacts, click_model=click_model, preset=preset, seed=seed)
-        opts = DemoOptions.quick_defaults(data, out, **kw) if quick else DemoOptions(data=data, out=out, **kw)
-        run_demo(opts, Console())
-    except AbharnessError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE_ERROR) from None
+    kw = dict(artifacts=artifacts, click_model=click_model, preset=preset, seed=seed)
+    opts = DemoOptions.quick_defaults(data_root, out, **kw) if quick else DemoOptions(data=data_root, out=out, **kw)
+    run_demo(opts, Console())
 
 
 def register(app: typer.Typer) -> None:

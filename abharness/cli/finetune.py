@@ -7,13 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-
-from abharness.errors import AbharnessError
 
 __all__ = ["register"]
 
-EXIT_USAGE_ERROR = 2
 
 
 def finetune_command(
@@ -34,23 +30,29 @@ def finetune_command(
     seed: Annotated[int, typer.Option(help="Seed for batch order, negative sampling, dropout.")] = 42,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the written manifest as JSON on stdout.")] = False,
 ) -> None:
     """Fine-tune BASE with MultipleNegativesRankingLoss on the SPLIT qrels of DATA; write the model and
     abharness_manifest.json (base fingerprint, data hash, query/doc ids used, hyperparameters) into OUT."""
+    from abharness.encoders import check_model_spec
+    from abharness.errors import ConfigError
     from abharness.finetune import FinetuneParams, finetune
 
-    console = Console(soft_wrap=True)
-    try:
-        params = FinetuneParams(
-            epochs=epochs, batch_size=batch_size, lr=lr, max_seq_length=max_seq_length,
-            hard_negatives=hard_negatives, max_pairs=max_pairs,
-        )
-        manifest = finetune(data, base=base, out_dir=out, split=split, params=params, seed=seed,
-                            overwrite=overwrite, progress=progress)
-    except AbharnessError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE_ERROR) from None
-    console.print(
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ConfigError(f"--out {str(out)!r} exists and is not empty; choose another --out or pass --overwrite")
+    check_model_spec(base, option="--base")
+    params = FinetuneParams(
+        epochs=epochs, batch_size=batch_size, lr=lr, max_seq_length=max_seq_length,
+        hard_negatives=hard_negatives, max_pairs=max_pairs,
+    )
+    manifest = finetune(data, base=base, out_dir=out, split=split, params=params, seed=seed,
+                        overwrite=overwrite, progress=progress)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(manifest.to_dict(), indent=2, default=str))
+        return
+    Console(soft_wrap=True).print(
         f"[green]wrote[/] {out}  fingerprint {manifest.fingerprint} (base {manifest.base_fingerprint})  "
         f"{len(manifest.pairs)} pairs, {len(manifest.query_ids)} queries  loss/epoch {manifest.train_loss}  "
         f"{manifest.wall_seconds:.1f}s"

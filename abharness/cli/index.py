@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from abharness.errors import AbharnessError
+from abharness.errors import ConfigError
 
 __all__ = ["register"]
-
-EXIT_USAGE_ERROR = 2
-
-
-def _fail(exc: AbharnessError) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-    return typer.Exit(EXIT_USAGE_ERROR)
 
 
 def build_command(
@@ -33,25 +25,36 @@ def build_command(
     cache: Annotated[bool, typer.Option(help="Reuse/store corpus embeddings in the user cache.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    limit: Annotated[Optional[int], typer.Option(
+        min=1, help="Index only the first N documents (a quick try); recorded in the manifest as a slice.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the written manifest as JSON on stdout.")] = False,
 ) -> None:
     """Encode the corpus of DATA with MODEL and write a FAISS index, its doc-id map and a manifest into OUT."""
     from abharness.data import load_corpus
-    from abharness.encoders import load_encoder
-    from abharness.index import build_index
+    from abharness.encoders import check_model_spec, load_encoder
+    from abharness.index import INDEX_KINDS, build_index
 
-    try:
-        corpus = load_corpus(data, empty_docs="keep" if allow_empty_docs else "error")
-        encoder = load_encoder(model)
-        manifest = build_index(
-            encoder, corpus, out, kind=kind, batch_size=batch_size, progress=progress, use_cache=cache,
-            overwrite=overwrite, data_path=str(data),
-        )
-    except AbharnessError as exc:
-        raise _fail(exc) from None
-    Console(soft_wrap=True).print(
+    # Everything that can be checked without the model is checked first: loading it takes seconds to minutes.
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ConfigError(f"--out {str(out)!r} exists and is not empty; choose another --out or pass --overwrite")
+    if kind not in INDEX_KINDS:
+        raise ConfigError(f"--kind {kind!r}: not an index kind; valid kinds: {', '.join(INDEX_KINDS)}")
+    check_model_spec(model, option="--model")
+    corpus = load_corpus(data, empty_docs="keep" if allow_empty_docs else "error")
+    encoder = load_encoder(model)
+    manifest = build_index(
+        encoder, corpus, out, kind=kind, batch_size=batch_size, progress=progress, use_cache=cache,
+        overwrite=overwrite, data_path=str(data), limit=limit,
+    )
+    if json_out:
+        typer.echo(json.dumps(manifest.to_dict(), indent=2))
+        return
+    sliced = f"  [yellow]SLICE: first {manifest.num_docs} of {manifest.source_num_docs} documents[/]" if (
+        manifest.is_slice) else ""
+    Console(soft_wrap=True, stderr=False).print(
         f"[green]wrote[/] {out}  {manifest.kind} index of {manifest.num_docs} docs x {manifest.dim}  model "
         f"{manifest.model_fingerprint}  index {manifest.index_fingerprint}  encode {manifest.encode_seconds:.1f}s  "
-        f"total {manifest.build_seconds:.1f}s"
+        f"total {manifest.build_seconds:.1f}s{sliced}"
     )
 
 
@@ -62,10 +65,7 @@ def info_command(
     """Show the manifest of an index: model and index fingerprints, corpus hash, size, kind, build time."""
     from abharness.index import read_index_manifest
 
-    try:
-        manifest = read_index_manifest(index_dir)
-    except AbharnessError as exc:
-        raise _fail(exc) from None
+    manifest = read_index_manifest(index_dir)
     if as_json:
         typer.echo(json.dumps(manifest.to_dict(), indent=2))
         return

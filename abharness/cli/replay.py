@@ -8,28 +8,11 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from abharness.errors import AbharnessError, ConfigError
+from abharness.errors import ConfigError
+from abharness.library import load_replay_qrels as load_qrels_arg
 
 __all__ = ["register", "load_qrels_arg", "parse_arm"]
 
-EXIT_USAGE_ERROR = 2
-
-
-def load_qrels_arg(path: str) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
-    """``--qrels``: a BEIR directory (test split) or its ``qrels/<split>.tsv``; returns (qrels, text -> query id)."""
-    from abharness.data import load_qrels, load_queries
-
-    p = Path(path)
-    if p.is_dir():
-        root, split = p, "test"
-    elif p.is_file() and p.parent.name == "qrels":
-        root, split = p.parent.parent, p.stem
-    else:
-        raise ConfigError(f"--qrels {path!r}: expected a BEIR directory (queries.jsonl + qrels/) or its "
-                          "qrels/<split>.tsv file, e.g. --qrels ../shared/data/scifact/qrels/test.tsv")
-    queries = load_queries(root)
-    qrels, _ = load_qrels(root, split)
-    return qrels, {text: qid for qid, text in queries.items()}
 
 
 def parse_arm(value: str) -> tuple[str, str, str]:
@@ -66,15 +49,20 @@ def replay_command(
     import json
 
     from abharness.cli.analyze import parse_time
+    from abharness.library import open_store
     from abharness.replay import replay
     from abharness.replay.render import render_terminal, write_replay_outputs
-    from abharness.stores import open_store
 
     err = Console(stderr=True)
+    if (config is None) == (not arm):
+        raise ConfigError("give either --config experiment.yaml or two --arm NAME=INDEX_DIR,MODEL options")
+    arms = [parse_arm(a) for a in arm or []]
+    if config is None and len(arms) != 2:
+        raise ConfigError(f"--arm given {len(arms)} times; give it twice (control first, then treatment)")
+    q, ids = load_qrels_arg(qrels) if qrels else (None, None)
+    st = open_store(store)  # before any model loads: a wrong --store fails in milliseconds
     backends = {}
     try:
-        if (config is None) == (not arm):
-            raise ConfigError("give either --config experiment.yaml or two --arm NAME=INDEX_DIR,MODEL options")
         if config is not None:
             from abharness.backends.factory import build_backends
             from abharness.config import load_config
@@ -85,28 +73,16 @@ def replay_command(
         else:
             from abharness.backends.local import open_local_backend
 
-            arms = [parse_arm(a) for a in arm or []]
-            if len(arms) != 2:
-                raise ConfigError(f"--arm given {len(arms)} times; give it twice (control first, then treatment)")
             control, treatment = arms[0][0], arms[1][0]
             for name, index, model in arms:
                 backends[name] = open_local_backend(index, model)
-        q, ids = load_qrels_arg(qrels) if qrels else (None, None)
-        if store.startswith("sqlite:///") and ":memory:" not in store and not Path(store[10:]).is_file():
-            raise ConfigError(f"--store {store!r}: no SQLite file there; point it at the proxy's events database")
-        st = open_store(store, migrate=False)
-        try:
-            with err.status("replaying…") as status:
-                report = replay(st, experiment, backends, control=control, treatment=treatment,
-                                since=parse_time(since, "--since"), until=parse_time(until, "--until"),
-                                sample=sample, qrels=q, query_ids=ids, allow_new_versions=allow_new_versions,
-                                seed=seed, progress=lambda m: status.update(m))
-        finally:
-            st.close()
-    except AbharnessError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE_ERROR) from None
+        with err.status("replaying…") as status:
+            report = replay(st, experiment, backends, control=control, treatment=treatment,
+                            since=parse_time(since, "--since"), until=parse_time(until, "--until"),
+                            sample=sample, qrels=q, query_ids=ids, allow_new_versions=allow_new_versions,
+                            seed=seed, progress=lambda m: status.update(m))
     finally:
+        st.close()
         for b in backends.values():
             b.close()
     if out is not None:

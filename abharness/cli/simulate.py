@@ -9,11 +9,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from abharness.errors import AbharnessError, ConfigError
+from abharness.errors import ConfigError
 
 __all__ = ["register", "load_pool"]
 
-EXIT_USAGE_ERROR = 2
 
 
 def load_pool(data: str | Path, *, dataset: str = "scifact", split: str = "test", zipf_s: float = 1.0,
@@ -58,18 +57,13 @@ def simulate_command(
     from abharness.core.clickmodels import make_click_model
     from abharness.simulate import plan_traffic, run_simulation
 
-    err = Console(stderr=True)
-    try:
-        pool = load_pool(data, dataset=dataset, split=split, zipf_s=zipf_s, seed=seed)
-        model = make_click_model(click_model, preset=preset, max_grade=pool.max_grade, eta=eta, gamma=gamma)
-        plans = plan_traffic(pool, users=users, queries_per_user=queries_per_user,
-                             sessions_per_user=sessions_per_user, repeat_prob=repeat_prob, unit=unit,  # type: ignore[arg-type]
-                             seed=seed)
-        result = run_simulation(target.rstrip("/"), plans, pool, model, k=k, concurrency=concurrency, seed=seed,
-                                progress=not json_out)
-    except AbharnessError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE_ERROR) from None
+    pool = load_pool(data, dataset=dataset, split=split, zipf_s=zipf_s, seed=seed)
+    model = make_click_model(click_model, preset=preset, max_grade=pool.max_grade, eta=eta, gamma=gamma)
+    plans = plan_traffic(pool, users=users, queries_per_user=queries_per_user,
+                         sessions_per_user=sessions_per_user, repeat_prob=repeat_prob, unit=unit,  # type: ignore[arg-type]
+                         seed=seed)
+    result = run_simulation(target.rstrip("/"), plans, pool, model, k=k, concurrency=concurrency, seed=seed,
+                            progress=not json_out)
     summary = result.to_dict()
     if json_out:
         typer.echo(json.dumps(summary, indent=2))

@@ -2,7 +2,7 @@
 
 Stages (artifacts are reused when present and still valid; each stage shows progress):
 
-1. data: SciFact from ``--data`` (``--quick``: a seeded slice written under ``<out>/quick-data``);
+1. data: SciFact from ``--data-root`` (``--quick``: a seeded slice written under ``<out>/quick-data``);
 2. fine-tune the candidate on the train split (reused when ``<model>/abharness_manifest.json`` exists);
 3. build both FAISS indexes (reused when their manifest names the same model fingerprint);
 4. offline evaluation report (``abharness.evaluation.evaluate``; reused when the models are unchanged);
@@ -233,8 +233,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
     out.mkdir(parents=True, exist_ok=True)
     scifact = opts.data / "scifact"
     if not (scifact / "queries.jsonl").is_file():
-        raise DataError(f"--data {opts.data}: no scifact/queries.jsonl there; pass the data root holding scifact/ "
-                        "(e.g. --data ../shared/data)")
+        raise DataError(f"--data-root {str(opts.data)!r}: no scifact/queries.jsonl there; pass the folder holding scifact/ "
+                        "(e.g. --data-root ../shared/data)")
     n = 9
     with _stage(state, con, 1, n, "data") as st:
         if opts.quick:

@@ -1,4 +1,8 @@
-"""Sentence-transformers encoders: the built-in ``"minilm"``, any model directory, or a hub id (network needed)."""
+"""Sentence-transformers encoders: the built-in ``"minilm"``, any model directory, or a hub id.
+
+Offline by default: a name that is neither a built-in nor an existing directory is refused at once (no hub
+requests, no retries) unless ``ABHARNESS_ALLOW_DOWNLOAD=1`` is set, which lets sentence-transformers fetch hub ids.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,43 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from abharness.encoders.fingerprint import fingerprint_dir
 from abharness.errors import ModelError
 
-__all__ = ["SentenceTransformerEncoder", "load_encoder", "BUILTIN_MODELS", "builtin_model_path", "encode_progress"]
+__all__ = ["SentenceTransformerEncoder", "load_encoder", "BUILTIN_MODELS", "builtin_model_path", "encode_progress",
+           "check_model_spec", "downloads_allowed", "ALLOW_DOWNLOAD_ENV"]
 
 BUILTIN_MODELS = ("minilm",)
+ALLOW_DOWNLOAD_ENV = "ABHARNESS_ALLOW_DOWNLOAD"
+
+
+def downloads_allowed() -> bool:
+    """True only when ``ABHARNESS_ALLOW_DOWNLOAD`` is set to 1/true/yes: hub ids may then be downloaded."""
+    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def check_model_spec(spec: str | os.PathLike[str], *, option: str = "model") -> Path | None:
+    """Validate a model spec without loading anything: the directory of a built-in or local model, or None for a
+    hub id (only when downloads are allowed). Raises ``ModelError`` naming ``option``, the value and the fix."""
+    spec_str = str(spec)
+    if spec_str in BUILTIN_MODELS:
+        return builtin_model_path(spec_str)
+    path = Path(spec_str)
+    if path.exists():
+        from abharness.encoders.onnx import is_onnx_dir
+
+        if is_onnx_dir(path):
+            return path
+        if not path.is_dir() or not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
+            raise ModelError(
+                f"{option} {spec_str!r} is not a sentence-transformers model directory (no modules.json or "
+                "config.json); pass 'minilm', a model directory (e.g. the --out of `abharness finetune`) or a hub id"
+            )
+        return path
+    if downloads_allowed():
+        return None
+    raise ModelError(
+        f"{option} {spec_str!r}: no such model directory and not a built-in ({', '.join(BUILTIN_MODELS)}); models "
+        f"load offline, so check the path (e.g. the --out of `abharness finetune`), or set {ALLOW_DOWNLOAD_ENV}=1 "
+        "to download a hub id"
+    )
 
 
 def builtin_model_path(name: str = "minilm") -> Path:
@@ -94,26 +132,16 @@ def _quiet_transformers() -> None:
 def load_encoder(spec: str | os.PathLike[str], *, device: str = "cpu") -> Any:
     """Load an encoder from ``"minilm"`` (packaged all-MiniLM-L6-v2, offline), a sentence-transformers model
     directory, an ONNX encoder directory (``abharness model export --onnx``; an ``OnnxEncoder``), or a hub id (only
-    with network; set ``HF_HUB_OFFLINE=1`` to forbid it). Raises ``ModelError``."""
+    with ``ABHARNESS_ALLOW_DOWNLOAD=1`` and a network). Raises ``ModelError``."""
     spec_str = str(spec)
     from abharness.encoders.onnx import is_onnx_dir, load_onnx_encoder
 
     if spec_str not in BUILTIN_MODELS and is_onnx_dir(spec_str):
         return load_onnx_encoder(spec_str)
+    path = check_model_spec(spec_str)  # before importing torch: a typo fails in milliseconds, with no hub request
     from sentence_transformers import SentenceTransformer
 
     _quiet_transformers()
-    if spec_str in BUILTIN_MODELS:
-        path: Path | None = builtin_model_path(spec_str)
-    elif Path(spec_str).exists():
-        path = Path(spec_str)
-        if not path.is_dir() or not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
-            raise ModelError(
-                f"{path} is not a sentence-transformers model directory (no modules.json or config.json); "
-                "pass 'minilm', a model directory (e.g. the --out of `abharness finetune`) or a hub id"
-            )
-    else:
-        path = None
     try:
         if path is not None:
             model = SentenceTransformer(str(path), device=device, local_files_only=True)
@@ -122,7 +150,7 @@ def load_encoder(spec: str | os.PathLike[str], *, device: str = "cpu") -> Any:
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - ST/HF raise OSError, ValueError, HF errors, ...
-        where = "directory" if path is not None else "hub id (needs network; HF_HUB_OFFLINE is " + os.environ.get("HF_HUB_OFFLINE", "unset") + ")"
+        where = "directory" if path is not None else f"hub id ({ALLOW_DOWNLOAD_ENV}=1; needs a network)"
         raise ModelError(
             f"cannot load model {spec_str!r} as a {where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
             "pass 'minilm' (built in), or a local sentence-transformers model directory"

@@ -47,7 +47,7 @@ class Context:
         path = self.data_dir / name
         if not path.exists():
             raise DataError(
-                f"data set {name!r} not found at {path}; pass --data DIR whose sub-folders hold the data sets "
+                f"data set {name!r} not found at {path}; pass --data-root DIR whose sub-folders hold the data sets "
                 "named in the suite, or disable that check in the suite file"
             )
         return path

@@ -42,6 +42,7 @@ class EvaluationReport:
     created_at: str
     data_dir: str
     environment: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None  # evaluated on a slice (``evaluate --limit``); None = the full data sets
 
     @property
     def failed(self) -> bool:
@@ -60,7 +61,27 @@ class EvaluationReport:
             "timings": self.timings,
             "environment": self.environment,
             "failed": self.failed,
+            "limit": self.limit,
         }
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """``to_dict`` with plain JSON values (numpy scalars as Python numbers, NaN as None): report.json."""
+        return _jsonable(self.to_dict())
+
+    def to_frame(self) -> Any:
+        """One row per (check, metric) of the retrieval comparison plus one verdict row per check, as a pandas
+        DataFrame with columns check, metric, baseline, candidate, delta, p_holm, verdict."""
+        import pandas as pd
+
+        rows: list[dict[str, Any]] = []
+        for name, check in self.checks.items():
+            for m in check.get("metrics", []) if isinstance(check.get("metrics"), list) else []:
+                rows.append({"check": name, "metric": m.get("metric"), "baseline": m.get("baseline"),
+                             "candidate": m.get("candidate"), "delta": m.get("delta"), "p_holm": m.get("p_holm"),
+                             "verdict": check.get("verdict")})
+            rows.append({"check": name, "metric": None, "baseline": None, "candidate": None, "delta": None,
+                         "p_holm": None, "verdict": check.get("verdict")})
+        return pd.DataFrame(rows, columns=["check", "metric", "baseline", "candidate", "delta", "p_holm", "verdict"])
 
 
 def _model_info(enc: Encoder, spec: str | None) -> dict[str, Any]:
@@ -96,15 +117,19 @@ def evaluate(
     progress: bool = True,
     console: Console | None = None,
     render_html: bool = True,
+    limit: int | None = None,
 ) -> EvaluationReport:
     """Run every enabled check of ``suite`` (a ``Suite``, a YAML path, or None for the default) comparing
     ``candidate`` against ``baseline``; write ``report.json``, ``report.schema.json`` and ``report.html`` under
     ``out_dir`` (skipped when None). ``manifest`` is the candidate's fine-tuning manifest; when None and the
-    candidate is a model directory, it is read from there. Raises ``ConfigError``/``DataError``/``ModelError``."""
+    candidate is a model directory, it is read from there. ``limit`` records that ``suite`` was cut to a slice
+    (``restrict_suite(suite, limit=N)``): the report carries it, so a sliced result is never read as a full one.
+    Raises ``ConfigError``/``DataError``/``ModelError``."""
     suite_obj = suite if isinstance(suite, Suite) else load_suite(suite)
     data = Path(data_dir)
     if not data.is_dir():
-        raise ConfigError(f"data directory {data} does not exist; pass --data DIR holding scifact/, cranfield/, ...")
+        raise ConfigError(f"data folder {str(data)!r} does not exist; pass --data-root DIR holding scifact/, "
+                          "cranfield/, ... (e.g. ../shared/data)")
     console = console or Console(stderr=True)
     started = time.perf_counter()
     for name in suite_obj.enabled_checks():  # fail before loading models or encoding when data are missing
@@ -136,8 +161,9 @@ def evaluate(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         data_dir=str(data),
         environment={"python": platform.python_version(), "platform": platform.platform()},
+        limit=limit,
     )
-    payload = _jsonable(report.to_dict())
+    payload = report.to_json_dict()
     validate_report(payload)
     if out_dir is not None:
         write_outputs(payload, Path(out_dir), render_html=render_html)
@@ -194,7 +220,7 @@ def _preflight(s: Suite, data: Path, name: str) -> None:
     for d in needed:
         if not (data / d).exists():
             raise DataError(
-                f"data set {d!r} (needed by the {name} check) not found at {data / d}; pass --data DIR whose "
+                f"data set {d!r} (needed by the {name} check) not found at {data / d}; pass --data-root DIR whose "
                 f"sub-folders hold the data sets named in the suite, or disable the {name} check in the suite file"
             )
     if name == "probes":

@@ -75,6 +75,8 @@ REPORT_SCHEMA: dict[str, Any] = {
         "suite": {"type": "object"},
         "timings": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
         "failed": {"type": "boolean"},
+        "limit": {"type": ["integer", "null"], "minimum": 1,
+                  "description": "evaluate --limit N: the data sets were cut to a slice; null = full data sets"},
         "checks": {
             "type": "object",
             "required": ["retrieval", "sts", "classification", "clustering", "geometry", "probes", "leakage",

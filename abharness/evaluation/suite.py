@@ -28,6 +28,7 @@ __all__ = [
     "OverfittingSuite",
     "MapSuite",
     "load_suite",
+    "restrict_suite",
     "CHECKS",
 ]
 
@@ -190,3 +191,32 @@ def load_suite(path: str | Path | None = None, *, overrides: dict | None = None)
         raise ConfigError(_describe(exc, source)) from exc
     except ConfigError as exc:  # a bad metric string raised inside a validator
         raise ConfigError(f"{source}: {exc}") from exc
+
+
+def restrict_suite(suite: Suite, *, only: str | None = None, limit: int | None = None) -> Suite:
+    """``suite`` with only the checks named in ``only`` (comma-separated) enabled, and, with ``limit``, every data
+    set cut to a seeded slice: ``limit`` judged queries (their documents plus ``10 * limit`` others) per retrieval
+    set, at most ``limit`` items per STS set, classification train split, clustering and map."""
+    if only:
+        wanted = {c.strip() for c in only.split(",") if c.strip()}
+        unknown = wanted - set(CHECKS)
+        if unknown:
+            raise ConfigError(f"--only {only!r}: unknown check(s) {', '.join(sorted(unknown))}; valid: {', '.join(CHECKS)}")
+        suite = suite.model_copy(update={
+            name: getattr(suite, name).model_copy(update={"enabled": name in wanted}) for name in CHECKS})
+    if limit is None:
+        return suite
+    if limit < 20:
+        raise ConfigError(f"--limit {limit}: too small for the statistics; give at least 20 (e.g. --limit 50)")
+    sliced = {"sample_queries": limit, "sample_distractors": 10 * limit}
+    return suite.model_copy(update={
+        "retrieval": suite.retrieval.model_copy(update=sliced),
+        "overfitting": suite.overfitting.model_copy(
+            update={"sets": tuple(o.model_copy(update=sliced) for o in suite.overfitting.sets)}),
+        "sts": suite.sts.model_copy(update={"sets": tuple(
+            x.model_copy(update={"max_pairs": min(limit, x.max_pairs or limit)}) for x in suite.sts.sets)}),
+        "classification": suite.classification.model_copy(
+            update={"max_train": min(limit, suite.classification.max_train or limit)}),
+        "clustering": suite.clustering.model_copy(update={"max_items": min(limit, suite.clustering.max_items or limit)}),
+        "maps": suite.maps.model_copy(update={"sample": min(limit, suite.maps.sample)}),
+    })

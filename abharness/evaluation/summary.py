@@ -22,6 +22,9 @@ def print_summary(payload: dict[str, Any], console: Console, *, out_dir: str | N
     """Print the models, one ``check  VERDICT  headline`` line per check, the total time and a FAILED banner."""
     console.print(Text(f"{payload['baseline']['name']} (baseline) vs {payload['candidate']['name']} (candidate)",
                        style="bold"))
+    if payload.get("limit"):
+        console.print(Text(f"SLICE: evaluated with --limit {payload['limit']} (not the full data sets; "
+                           "do not compare with full runs)", style="bold yellow"))
     for name, c in payload["checks"].items():
         line = Text(f"{name:<15}")
         line.append(f"{c['verdict'].upper():<11}", style=_STYLE.get(c["verdict"], "white"))

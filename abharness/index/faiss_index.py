@@ -127,17 +127,26 @@ def build_index(
     overwrite: bool = False,
     params: Mapping[str, Any] | None = None,
     data_path: str | None = None,
+    limit: int | None = None,
 ) -> IndexManifest:
     """Encode the corpus (``Document.full_text``, cached per model + corpus) and write a FAISS index.
 
     Writes ``index.faiss``, ``doc_ids.jsonl`` (row -> doc id, title) and ``manifest.json`` into ``out_dir``
     atomically (built in a temporary sibling directory, then renamed). ``kind``: ``flat`` (exact inner product,
-    default), ``hnsw`` or ``ivf``. Refuses a non-empty ``out_dir`` unless ``overwrite``.
+    default), ``hnsw`` or ``ivf``. Refuses a non-empty ``out_dir`` unless ``overwrite``. ``limit`` indexes only
+    the first ``limit`` documents in corpus order (a quick try on a laptop); the manifest records it (``limit``,
+    ``source_num_docs``) so a slice is never mistaken for the full index.
     """
     import faiss
 
     out_dir = Path(out_dir)
     corpus, corpus_digest, ds_path = _corpus_of(dataset_or_corpus)
+    source_num_docs = len(corpus)
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"limit={limit}: must be a positive number of documents (e.g. --limit 500)")
+        corpus = {d: corpus[d] for d in list(corpus)[:limit]}
+        corpus_digest = compute_corpus_hash(corpus)
     if not corpus:
         raise ConfigError("the corpus is empty; nothing to index")
     merged = {**default_params(kind, len(corpus)), **(params or {})}
@@ -175,6 +184,8 @@ def build_index(
             encode_seconds=round(encoded - started, 3),
             data_path=data_path if data_path is not None else ds_path,
             params=merged,
+            limit=limit,
+            source_num_docs=source_num_docs,
             abharness_version=abharness.__version__,
         )
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -36,8 +36,15 @@ class IndexManifest:
     encode_seconds: float
     data_path: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
+    limit: int | None = None  # built from the first ``limit`` documents only (``index build --limit``); None = all
+    source_num_docs: int | None = None  # documents in the corpus the slice was taken from
     abharness_version: str = ""
     format_version: int = FORMAT_VERSION
+
+    @property
+    def is_slice(self) -> bool:
+        """True when the index holds only part of its corpus (``--limit``): never a production index."""
+        return self.limit is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the on-disk form)."""

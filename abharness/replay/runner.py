@@ -117,6 +117,15 @@ class ReplayReport:
         out = {f: conv(getattr(self, f)) for f in self.__dataclass_fields__}
         return out
 
+    def to_frame(self) -> Any:
+        """A pandas DataFrame of the offline-vs-online agreement: one row per (offline source, metric) with the
+        offline delta and interval beside the online one and whether their signs agree."""
+        from dataclasses import asdict
+
+        import pandas as pd
+
+        return pd.DataFrame([asdict(a) for a in self.agreement])
+
 
 def check_fingerprints(
     logged: list[LoggedImpression], backends: Mapping[str, SearchBackend], *, allow_new_versions: bool

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections import OrderedDict
@@ -35,6 +34,7 @@ from abharness.stores.base import EventStore
 __all__ = ["ProxyService", "SearchOutcome", "ClickOutcome", "ControlUnavailable", "QueueFull", "Writer"]
 
 log = logging.getLogger(__name__)
+FALLBACK_LOG_INTERVAL_S = 10.0  # at most one fallback line per arm per this many seconds (with the count since)
 
 
 class Writer(Protocol):
@@ -132,6 +132,7 @@ class ProxyService:
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._started_at = clock()
         self._last_readiness_details: dict[str, str] = {}
+        self._fallback_log: dict[str, tuple[float, int]] = {}  # arm -> (time of the last line, fallbacks since)
         self.sync_metrics()
         self._update_available()
 
@@ -253,6 +254,7 @@ class ProxyService:
                 except BackendError as exc:
                     fallback, error = True, str(exc)
                     self.metrics.fallbacks.labels(arm).inc()
+                    self._log_fallback(arm, control, error)
                     results = shown(await self._control(query, depth), control)
                     fingerprint_arms = (control,)
         elif mode == "interleave":
@@ -274,6 +276,7 @@ class ProxyService:
             if isinstance(t_hits, BaseException):
                 fallback, error = True, str(t_hits)
                 self.metrics.fallbacks.labels(treatment).inc()
+                self._log_fallback(treatment, control, error)
                 results = shown(c_hits, control)
                 fingerprint_arms = (control,)
             else:
@@ -465,7 +468,23 @@ class ProxyService:
         self.state.apply(entry)
         self._audit_keys.add(_audit_key(entry))
         self.sync_metrics()
+        log.info("admin change %s by %s: %s (now weights=%s paused=%s killed=%s)", action, actor, payload,
+                 self.state.weights, self.state.paused, self.state.killed,
+                 extra={"event": "admin_change", "action": action, "actor": actor})
         return self.state
+
+    def _log_fallback(self, arm: str, control: str, error: str) -> None:
+        """One warning for the first fallback of ``arm``, then at most one per ``FALLBACK_LOG_INTERVAL_S`` with the
+        count since, so an outage is visible in the server output without a line per request."""
+        now = self._clock()
+        last, since = self._fallback_log.get(arm, (float("-inf"), 0))
+        if now - last < FALLBACK_LOG_INTERVAL_S:
+            self._fallback_log[arm] = (last, since + 1)
+            return
+        self._fallback_log[arm] = (now, 0)
+        more = f" ({since} more since the last line)" if since else ""
+        log.warning("fallback: arm %r failed (%s); served by control %r%s", arm, error, control, more,
+                    extra={"event": "fallback", "arm": arm})
 
     def mark_audit_applied(self, entries: list[AuditEntry]) -> None:
         """Remember entries already reflected in ``state`` (the log replayed at start-up)."""

@@ -138,14 +138,14 @@ def test_cli_help() -> None:
 
 
 def test_cli_bad_model_path(tmp_path: Path, mini_data: Path) -> None:
-    result = _cli("--baseline", "minilm", "--candidate", str(tmp_path / "no-such-model"), "--data", str(mini_data),
+    result = _cli("--baseline", "minilm", "--candidate", str(tmp_path / "no-such-model"), "--data-root", str(mini_data),
                   "--out", str(tmp_path / "out"), "--only", "probes", "--quiet")
     assert result.exit_code == 2
     assert "no-such-model" in result.output and "Traceback" not in result.output
 
 
 def test_cli_missing_dataset(tmp_path: Path) -> None:
-    result = _cli("--baseline", "minilm", "--candidate", "minilm", "--data", str(tmp_path), "--out",
+    result = _cli("--baseline", "minilm", "--candidate", "minilm", "--data-root", str(tmp_path), "--out",
                   str(tmp_path / "out"), "--quiet")
     assert result.exit_code == 2 and "not found" in result.output and "Traceback" not in result.output
 
@@ -155,13 +155,13 @@ def test_cli_bad_probe_line(tmp_path: Path, mini_data: Path) -> None:
     probes.write_text("closer\tfine\tpair\nsideways\ta\tb\n", encoding="utf-8")
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"probes: {{file: {json.dumps(str(probes))}}}\n", encoding="utf-8")
-    result = _cli("--baseline", "minilm", "--candidate", "minilm", "--data", str(mini_data), "--suite", str(suite),
+    result = _cli("--baseline", "minilm", "--candidate", "minilm", "--data-root", str(mini_data), "--suite", str(suite),
                   "--out", str(tmp_path / "out"), "--only", "probes", "--quiet")
     assert result.exit_code == 2 and f"{probes}:2" in result.output and "sideways" in result.output
 
 
 def test_cli_unknown_check(tmp_path: Path, mini_data: Path) -> None:
-    result = _cli("--baseline", "minilm", "--candidate", "minilm", "--data", str(mini_data), "--out",
+    result = _cli("--baseline", "minilm", "--candidate", "minilm", "--data-root", str(mini_data), "--out",
                   str(tmp_path / "o"), "--only", "retrieval,vibes")
     assert result.exit_code == 2 and "vibes" in result.output and "retrieval" in result.output
 

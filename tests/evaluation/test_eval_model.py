@@ -37,7 +37,7 @@ def test_cli_runs_with_builtin_model(mini_data: Path, eval_cache: Path, tmp_path
     suite.write_text("n_resamples: 300\nsts:\n  sets:\n    - {dataset: sick, loader: sick, max_pairs: 100}\n",
                      encoding="utf-8")
     result = CliRunner().invoke(build_app(), [
-        "evaluate", "--baseline", "minilm", "--candidate", "minilm", "--data", str(mini_data), "--suite", str(suite),
+        "evaluate", "--baseline", "minilm", "--candidate", "minilm", "--data-root", str(mini_data), "--suite", str(suite),
         "--only", "sts,probes", "--out", str(tmp_path / "out"), "--quiet"])
     assert result.exit_code == 0, result.output
     for check in ("sts", "probes", "retrieval"):

@@ -61,12 +61,32 @@ def test_fingerprint_refuses_non_models(tmp_path: Path) -> None:
         model_fingerprint(tmp_path / "missing")
 
 
-def test_load_encoder_errors(tmp_path: Path) -> None:
+def test_load_encoder_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="not a sentence-transformers model directory"):
         load_encoder(tmp_path / "empty")
+    # Offline by default: a mistyped name is refused at once, naming the value and the fix, with no hub request.
+    monkeypatch.delenv("ABHARNESS_ALLOW_DOWNLOAD", raising=False)
+    with pytest.raises(ModelError, match=r"'no-such-org/no-such-model': no such model directory.*offline.*"
+                                         r"ABHARNESS_ALLOW_DOWNLOAD=1"):
+        load_encoder("no-such-org/no-such-model")
+    # Opted in (but HF_HUB_OFFLINE=1 in the tests): the hub path is tried and its failure is one ModelError.
+    monkeypatch.setenv("ABHARNESS_ALLOW_DOWNLOAD", "1")
     with pytest.raises(ModelError, match="cannot load model 'no-such-org/no-such-model' as a hub id"):
         load_encoder("no-such-org/no-such-model")
+
+
+def test_a_mistyped_model_fails_fast_without_touching_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No hub retry spam: the check happens before sentence-transformers (or huggingface_hub) is used at all."""
+    import huggingface_hub
+
+    monkeypatch.delenv("ABHARNESS_ALLOW_DOWNLOAD", raising=False)
+    calls: list[object] = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: calls.append(a))
+    with pytest.raises(ModelError, match="minilmm"):
+        load_encoder("minilmm")
+    assert calls == []
 
 
 @pytest.mark.model

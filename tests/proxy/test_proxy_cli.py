@@ -37,7 +37,7 @@ def test_serve_refuses_default_admin_token_unless_insecure_dev(tmp_path, monkeyp
 
 def test_index_server_refuses_a_missing_index(tmp_path):
     r = CliRunner().invoke(build_app(), ["index-server", "--index", str(tmp_path / "nope")])
-    assert r.exit_code == 2 and "does not exist" in r.output
+    assert r.exit_code == 2 and "is not an abharness index" in r.output and "Traceback" not in r.output
 
 
 def test_serve_refuses_a_missing_local_index(tmp_path):
