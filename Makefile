@@ -34,10 +34,10 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/abharness demo --data $(DATA) --out $(OUT)
+	$(VENV)/bin/abharness demo --data-root $(DATA) --out $(OUT)
 
 demo-quick: $(STAMP)
-	$(VENV)/bin/abharness demo --data $(DATA) --out artifacts/demo-quick --quick
+	$(VENV)/bin/abharness demo --data-root $(DATA) --out artifacts/demo-quick --quick
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
