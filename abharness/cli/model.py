@@ -11,16 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from abharness.errors import AbharnessError, ConfigError
+from abharness.errors import ConfigError
 
 __all__ = ["register"]
-
-EXIT_USAGE_ERROR = 2
-
-
-def _fail(exc: AbharnessError) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-    return typer.Exit(EXIT_USAGE_ERROR)
 
 
 def frontier_table(rows: list[dict], title: str) -> Table:
@@ -59,28 +52,25 @@ def export_command(
     from abharness.export import export_onnx
 
     console = Console(soft_wrap=True, stderr=as_json)
-    try:
-        if not onnx:
-            raise ConfigError("pass --onnx (the only export format); e.g. abharness model export --onnx --model minilm "
-                              "--data DIR --out DIR")
-        if int8 and precision not in {"auto", "int8"}:
-            raise ConfigError(f"--int8 contradicts --precision {precision}; pass one of them")
-        rows: list[dict] = []
+    if not onnx:
+        raise ConfigError("pass --onnx (the only export format); e.g. abharness model export --onnx --model minilm "
+                          "--data DIR --out DIR")
+    if int8 and precision not in {"auto", "int8"}:
+        raise ConfigError(f"--int8 contradicts --precision {precision}; pass one of them")
+    rows: list[dict] = []
 
-        def show(row: dict) -> None:
-            rows.append(row)
-            gate = "error" if "error" in row else ("pass" if row["passes"] else "fail")
-            detail = row.get("error") or (f"p50 {row['p50_ms']:.2f} ms, top-10 overlap {row['topk_overlap']:.3f}, "
-                                          f"cosine {row['cosine_mean']:.4f}")
-            console.print(f"  {row['variant']:<18} {escape(detail)}  {gate}")
+    def show(row: dict) -> None:
+        rows.append(row)
+        gate = "error" if "error" in row else ("pass" if row["passes"] else "fail")
+        detail = row.get("error") or (f"p50 {row['p50_ms']:.2f} ms, top-10 overlap {row['topk_overlap']:.3f}, "
+                                      f"cosine {row['cosine_mean']:.4f}")
+        console.print(f"  {row['variant']:<18} {escape(detail)}  {gate}")
 
-        result = export_onnx(
-            model, data, out, precision="int8" if int8 else precision, variants=variant or None,
-            min_overlap=min_overlap, min_cosine=min_cosine, threads=threads, overwrite=overwrite, progress=progress,
-            report=show,
-        )
-    except AbharnessError as exc:
-        raise _fail(exc) from None
+    result = export_onnx(
+        model, data, out, precision="int8" if int8 else precision, variants=variant or None,
+        min_overlap=min_overlap, min_cosine=min_cosine, threads=threads, overwrite=overwrite, progress=progress,
+        report=show,
+    )
     m = result.manifest
     console.print(frontier_table(m.frontier, f"ONNX variants of {model} (torch p50 {result.torch_p50_ms:.2f} ms)"))
     console.print(f"[green]wrote[/] {out}  variant {m.variant}  fingerprint {m.fingerprint}  source {m.source_fingerprint}"

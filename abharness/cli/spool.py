@@ -7,20 +7,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-
-from abharness.errors import AbharnessError
 
 __all__ = ["register"]
 
-EXIT_USAGE_ERROR = 2
-
 SpoolDir = Annotated[Path, typer.Option("--spool-dir", help="The proxy's events.spool_dir.")]
-
-
-def _fail(exc: AbharnessError) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-    return typer.Exit(EXIT_USAGE_ERROR)
 
 
 def status_command(spool_dir: SpoolDir = Path("abharness-spool")) -> None:
@@ -47,14 +37,11 @@ def load_command(
     from abharness.stores import open_store
     from abharness.stores.spool import load_spool
 
+    the_store = open_store(store)
     try:
-        the_store = open_store(store)
-        try:
-            result = load_spool(the_store, spool_dir, quarantine=quarantine)
-        finally:
-            the_store.close()
-    except AbharnessError as exc:
-        raise _fail(exc) from None
+        result = load_spool(the_store, spool_dir, quarantine=quarantine)
+    finally:
+        the_store.close()
     Console(soft_wrap=True).print(
         f"[green]loaded[/] {result.files} file(s): {result.events} events, {result.stored} newly stored, "
         f"{result.duplicates} already present, {result.unreadable} unreadable line(s) skipped"

@@ -140,7 +140,8 @@ def test_data_check_json(tmp_path: Path) -> None:
 
 
 def test_every_reporting_command_has_json() -> None:
-    reporting = {"analyze", "replay", "simulate", "evaluate", "data check", "index build", "index info", "finetune"}
+    reporting = {"analyze", "replay", "simulate", "evaluate", "data check", "index build", "index info", "finetune",
+                 "model export"}
     for path, command in _all_commands():
         name = " ".join(path)
         if name in reporting:
