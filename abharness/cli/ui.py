@@ -8,11 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from abharness.errors import AbharnessError, ConfigError
+from abharness.errors import ConfigError
 
 __all__ = ["register"]
-
-EXIT_USAGE_ERROR = 2
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -37,20 +35,13 @@ def ui_command(
     from abharness.analysis import AnalysisOptions, analyze
     from abharness.api.ui import create_ui_app
     from abharness.cli.serve import run_uvicorn
-    from abharness.stores import open_store
+    from abharness.library import open_store
 
     err = Console(stderr=True, soft_wrap=True)
-    try:
-        if refresh <= 0:
-            raise ConfigError(f"--refresh {refresh}: must be a positive number of seconds (e.g. 30)")
-        options = AnalysisOptions(bootstrap_samples=bootstrap, timeseries_points=timeseries_points).validated()
-        if store.startswith("sqlite:///") and ":memory:" not in store and not Path(store[10:]).is_file():
-            raise ConfigError(f"--store {store!r}: no SQLite file at {store[10:]!r}; point --store at the events "
-                              "database the proxy writes")
-        st = open_store(store, migrate=False)
-    except AbharnessError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_USAGE_ERROR) from None
+    if refresh <= 0:
+        raise ConfigError(f"--refresh {refresh}: must be a positive number of seconds (e.g. 30)")
+    options = AnalysisOptions(bootstrap_samples=bootstrap, timeseries_points=timeseries_points).validated()
+    st = open_store(store)  # read-only: never creates or migrates
     if host not in _LOOPBACK:
         err.print(f"[yellow]warning:[/] binding {host}: the results pages have no authentication", highlight=False)
     try:
