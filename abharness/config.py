@@ -41,6 +41,15 @@ MIN_SECRET_CHARS = 16
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def _weak(secret: str) -> bool:
+    """Too short, a well-known default, blank (spaces only) or one character repeated."""
+    return (
+        len(secret) < MIN_SECRET_CHARS
+        or secret.strip().lower() in INSECURE_TOKENS
+        or len(set(secret)) < 2
+    )
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -236,6 +245,11 @@ class ExperimentConfig(_Strict):
     events: EventsConfig = EventsConfig()
     store_url: str = "sqlite:///abharness-events.db"
     admin_token: SecretStr = SecretStr("")
+    admin_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="named admin tokens (name -> token): the audit log records the name of the token used as the "
+        "actor; admin_token, when set, acts as the name 'admin'",
+    )
     token_secret: SecretStr | None = None
     token_ttl_s: float = Field(24 * 3600, gt=0)
     session_cookie: SessionCookieConfig | None = None
@@ -284,22 +298,49 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"overrides: arms {sorted(set(bad.values()))} are not among {names}")
         if self.session_cookie is not None and self.unit != "session":
             raise ValueError("session_cookie: a proxy-issued cookie identifies a session; set unit: session")
+        bad_names = [n for n in self.admin_tokens if not _NAME.match(n)]
+        if bad_names:
+            raise ValueError(f"admin_tokens: names {bad_names} are not valid; use 1-64 letters, digits, '_', '.', '-'")
         if not self.insecure_dev:
             admin = self.admin_token.get_secret_value()
-            if admin.strip().lower() in INSECURE_TOKENS or len(admin) < MIN_SECRET_CHARS:
-                raise ValueError(
-                    f"admin_token: empty, default or shorter than {MIN_SECRET_CHARS} characters; set a random one "
-                    "(python -c 'import secrets; print(secrets.token_urlsafe(32))') in the file or "
-                    "ABHARNESS_ADMIN_TOKEN, or start with --insecure-dev for local development"
-                )
+            if not self.admin_tokens or admin:
+                if _weak(admin):
+                    raise ValueError(
+                        f"admin_token: empty, default, blank, one repeated character or shorter than "
+                        f"{MIN_SECRET_CHARS} characters; set a random one (python -c 'import secrets; "
+                        "print(secrets.token_urlsafe(32))') in the file or ABHARNESS_ADMIN_TOKEN, or name tokens "
+                        "under admin_tokens, or start with --insecure-dev for local development"
+                    )
+            weak = sorted(n for n, t in self.admin_tokens.items() if _weak(t.get_secret_value()))
+            if weak:
+                raise ValueError(f"admin_tokens: the tokens of {weak} are default, blank, one repeated character or "
+                                 f"shorter than {MIN_SECRET_CHARS} characters; set random ones")
             secret = self.token_secret.get_secret_value() if self.token_secret else ""
-            if len(secret) < MIN_SECRET_CHARS or secret.lower() in INSECURE_TOKENS:
+            if _weak(secret):
                 raise ValueError(
-                    f"token_secret: missing or shorter than {MIN_SECRET_CHARS} characters; it signs impression "
-                    "tokens and must be the same in every proxy process (set it in the file or "
-                    "ABHARNESS_TOKEN_SECRET, or use --insecure-dev for a random per-process secret)"
+                    f"token_secret: missing, blank, one repeated character or shorter than {MIN_SECRET_CHARS} "
+                    "characters; it signs impression tokens and must be the same in every proxy process (set a "
+                    "random one in the file or ABHARNESS_TOKEN_SECRET, or use --insecure-dev for a random "
+                    "per-process secret)"
                 )
+            admins = {admin, *(t.get_secret_value() for t in self.admin_tokens.values())} - {""}
+            if secret in admins:
+                raise ValueError(
+                    "token_secret: equal to an admin token; whoever holds the admin token could then forge clicks "
+                    "and the other way round: use two different random values"
+                )
+        tokens = [t.get_secret_value() for t in self.admin_tokens.values()]
+        if len(set(tokens)) != len(tokens) or (self.admin_token.get_secret_value() in tokens):
+            raise ValueError("admin_tokens: two names share one token, so the audit log could not tell them apart; "
+                             "give each name its own token")
         return self
+
+    def admin_actors(self) -> dict[str, str]:
+        """Admin token -> actor name recorded in the audit log (``admin_token`` is the actor ``admin``)."""
+        out = {t.get_secret_value(): name for name, t in self.admin_tokens.items() if t.get_secret_value()}
+        if self.admin_token.get_secret_value():
+            out[self.admin_token.get_secret_value()] = "admin"
+        return out
 
     @property
     def control(self) -> str:

@@ -342,7 +342,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.config = config
     app.state.service = None
-    app.state.admin_token = config.admin_token.get_secret_value().encode("utf-8")
+    app.state.admin_actors = {token.encode("utf-8"): name for token, name in config.admin_actors().items()}
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(browser_router)

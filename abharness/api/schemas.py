@@ -33,12 +33,12 @@ class _Body(BaseModel):
 class SearchRequest(_Body):
     query: str = Field(min_length=1, description="the user's query text")
     unit_id: str | None = Field(None, min_length=1, max_length=256, description="user or session id")
-    k: int | None = Field(None, ge=1, description="results wanted (default: the experiment's k)")
+    k: int | None = Field(None, ge=1, strict=True, description="results wanted (default: the experiment's k)")
     context: dict[str, ContextValue] | None = Field(
         None, max_length=32, description="segment attributes (device, locale, ...) stored with the impression"
     )
-    offset: int | None = Field(None, ge=0, description="results to skip (a later page); 0 = the first page")
-    page: int | None = Field(None, ge=1, description="1-based page number (offset = (page - 1) x k)")
+    offset: int | None = Field(None, ge=0, strict=True, description="results to skip (a later page); 0 = the first page")
+    page: int | None = Field(None, ge=1, strict=True, description="1-based page number (offset = (page - 1) x k)")
     page_token: str | None = Field(
         None, min_length=1, max_length=65_536,
         description="the previous page's page_token: continues the same list from the same arm (required after "
@@ -76,8 +76,8 @@ class SearchResponse(BaseModel):
 class ClickRequest(_Body):
     impression_token: str = Field(min_length=1, max_length=65_536)
     doc_id: str = Field(min_length=1, max_length=512)
-    position: int = Field(ge=1, description="1-based position the doc was shown at")
-    dwell_ms: float | None = Field(None, ge=0)
+    position: int = Field(ge=1, strict=True, description="1-based position the doc was shown at")
+    dwell_ms: float | None = Field(None, ge=0, strict=True, allow_inf_nan=False)
 
 
 class ClickResponse(BaseModel):
@@ -96,8 +96,8 @@ class FeedbackEvent(_Body):
     type: Literal["seen", "dwell"]
     impression_token: str = Field(min_length=1, max_length=65_536)
     doc_id: str = Field(min_length=1, max_length=512)
-    position: int = Field(ge=1, description="1-based position the doc was shown at")
-    dwell_ms: float | None = Field(None, ge=0)
+    position: int = Field(ge=1, strict=True, description="1-based position the doc was shown at")
+    dwell_ms: float | None = Field(None, ge=0, strict=True, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _dwell_has_time(self) -> FeedbackEvent:
@@ -128,19 +128,16 @@ class EventsResponse(BaseModel):
 
 
 class AllocationRequest(_Body):
-    weights: dict[str, float] = Field(description="arm -> weight in [0, 1], summing to 1")
+    weights: dict[str, float] = Field(description="arm -> weight in [0, 1], summing to 1", strict=True)
     allow_decrease: bool = Field(False, description="allow lowering a treatment (moves units back to control)")
-    actor: str = Field("admin", max_length=128)
 
 
 class KillRequest(_Body):
     reason: str = Field(min_length=1, max_length=1000)
-    actor: str = Field("admin", max_length=128)
 
 
 class OverrideRequest(_Body):
     arm: str
-    actor: str = Field("admin", max_length=128)
 
 
 class ErrorBody(BaseModel):

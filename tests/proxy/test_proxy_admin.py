@@ -35,8 +35,12 @@ async def test_admin_needs_the_bearer_token(backends, store):
         assert r.status_code == 200 and r.json()["weights"] == {"baseline": 0.5, "finetuned": 0.5}
 
 
+ALICE = "alice-has-her-own-admin-token"
+ALICE_AUTH = {"Authorization": f"Bearer {ALICE}"}
+
+
 async def test_ramp_moves_units_only_to_treatment_and_is_audited(backends, store):
-    cfg = make_config(weights={"baseline": 0.99, "finetuned": 0.01})
+    cfg = make_config(weights={"baseline": 0.99, "finetuned": 0.01}, admin_tokens={"alice": ALICE})
     app, registry = _app(cfg, backends, store)
     units = [f"u{i}" for i in range(300)]
     async with serving(app) as client:
@@ -48,8 +52,8 @@ async def test_ramp_moves_units_only_to_treatment_and_is_audited(backends, store
 
         before = await arms()
         for w in (0.10, 0.50):
-            r = await client.put("/admin/allocation", headers=AUTH,
-                                 json={"weights": {"baseline": 1 - w, "finetuned": w}, "actor": "alice"})
+            r = await client.put("/admin/allocation", headers=ALICE_AUTH,
+                                 json={"weights": {"baseline": 1 - w, "finetuned": w}})
             assert r.status_code == 200, r.text
             after = await arms()
             assert all(after[u] == "finetuned" for u in units if before[u] == "finetuned")
@@ -80,7 +84,7 @@ async def test_pause_and_kill_route_everything_to_control_without_logging(backen
         await client.post("/admin/resume", headers=AUTH)
         assert (await client.post("/search", json={"query": "cell", "unit_id": "u1"})).json()["arm"] == "finetuned"
         calls = backends["finetuned"].calls
-        r = await client.post("/admin/kill", headers=AUTH, json={"reason": "bad results", "actor": "bob"})
+        r = await client.post("/admin/kill", headers=AUTH, json={"reason": "bad results"})
         assert r.json()["killed"] is True and r.json()["kill_reason"] == "bad results"
         r = (await client.post("/search", json={"query": "cell", "unit_id": "u1"})).json()
         assert r["arm"] == "baseline" and backends["finetuned"].calls == calls

@@ -101,11 +101,11 @@ def test_load_config_resolves_relative_paths_and_env_secrets(tmp_path, monkeypat
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="admin_token"):
         load_config(path)
-    monkeypatch.setenv("ABHARNESS_ADMIN_TOKEN", "x" * 32)
-    monkeypatch.setenv("ABHARNESS_TOKEN_SECRET", "y" * 32)
+    monkeypatch.setenv("ABHARNESS_ADMIN_TOKEN", "xq7-admin-token-for-env-tests-0")
+    monkeypatch.setenv("ABHARNESS_TOKEN_SECRET", "yq7-token-secret-for-env-tests-1")
     cfg = load_config(path)
     assert cfg.arms[0].backend.index == tmp_path / "idx/a"
-    assert cfg.admin_token.get_secret_value() == "x" * 32
+    assert cfg.admin_token.get_secret_value() == "xq7-admin-token-for-env-tests-0"
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
     (tmp_path / "bad.yaml").write_text("a: [1, 2")
@@ -117,7 +117,7 @@ def test_load_config_resolves_relative_paths_and_env_secrets(tmp_path, monkeypat
 
 
 def test_example_config_is_valid(repo_root: Path, monkeypatch):
-    monkeypatch.setenv("ABHARNESS_ADMIN_TOKEN", "x" * 32)
-    monkeypatch.setenv("ABHARNESS_TOKEN_SECRET", "y" * 32)
+    monkeypatch.setenv("ABHARNESS_ADMIN_TOKEN", "xq7-admin-token-for-env-tests-0")
+    monkeypatch.setenv("ABHARNESS_TOKEN_SECRET", "yq7-token-secret-for-env-tests-1")
     cfg = load_config(repo_root / "examples" / "experiment.yaml")
     assert cfg.experiment_id and len(cfg.arms) == 2
