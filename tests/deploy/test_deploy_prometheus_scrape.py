@@ -211,3 +211,96 @@ def test_prometheus_scrapes_per_arm_series_from_a_running_proxy(
                         ("abharness:arm_role", roles), ("abharness_experiment_units", units),
                         ("abharness_experiment_decision == 1", decision), ("abharness_experiment_lift", lift)]:
         print(f"  {name}: {json.dumps(value, sort_keys=True)}")
+
+
+def _dashboard_targets(deploy: SimpleNamespace) -> list[tuple[str, str, bool]]:
+    """(panel title / refId, expr with Grafana's variables still in it, instant?) for every panel target."""
+    out = []
+    for path in sorted(deploy.DASHBOARDS.glob("*.json")):
+        stack = list(json.loads(path.read_text())["panels"])
+        while stack:
+            panel = stack.pop(0)
+            stack.extend(panel.get("panels", []))
+            for t in panel.get("targets", []):
+                if isinstance(t.get("expr"), str):
+                    out.append((f"{path.name}: {panel['title']} [{t.get('refId')}]", t["expr"],
+                                panel.get("type") == "stat" or bool(t.get("instant"))))
+    return out
+
+
+def _substitute(expr: str, variables: dict[str, str], rate_interval: str) -> str:
+    """What Grafana sends for ``expr``: $__rate_interval/$__interval/$__range as a duration and each template
+    variable as its selected values (a multi-value "All" becomes the regex alternation ``(a|b|c)``)."""
+    import re
+
+    expr = re.sub(r"\$__(?:rate_)?interval|\$__range", rate_interval, expr)
+    for name, value in variables.items():
+        expr = re.sub(r"\$\{" + name + r"(?::\w+)?\}|\$" + name + r"\b", value, expr)
+    assert "$" not in expr, f"unsubstituted variable left in {expr!r}"
+    return expr
+
+
+@pytest.mark.timeout(240)
+def test_every_grafana_panel_query_returns_data_from_a_running_proxy(
+    deploy: SimpleNamespace, proxy_server: SimpleNamespace, prometheus_factory: Any, tmp_path: Path
+) -> None:
+    """Each panel of dashboards/*.json, queried the way Grafana would (its template variables filled from the
+    label values Prometheus has, $__rate_interval as four scrape intervals), returns at least one series from a
+    real Prometheus scraping a real proxy and the experiment exporter."""
+    from abharness.observability.experiment_metrics import start_experiment_metrics_server
+    from abharness.stores import open_store
+
+    store = open_store(f"sqlite:///{proxy_server.db}", migrate=False)
+    exporter = start_experiment_metrics_server(store, "deploy-test", interval_s=1, port=0, config=proxy_server.config)
+    stop = threading.Event()
+
+    def background_searches() -> None:  # steady traffic (with clicks) while Prometheus scrapes, so rates exist
+        with httpx.Client(base_url=proxy_server.base, timeout=10) as c:
+            i = 0
+            while not stop.is_set():
+                body = c.post("/search", json={"query": f"cell gene {i % 5}", "unit_id": f"bg-{i % 40}"}).json()
+                if i % 3 == 0:
+                    first = body["results"][0]
+                    c.post("/click", json={"impression_token": body["impression_token"], "doc_id": first["doc_id"],
+                                           "position": 1})
+                i += 1
+                stop.wait(0.02)
+
+    bg = threading.Thread(target=background_searches, daemon=True)
+    results: dict[str, int] = {}
+    try:
+        prom = prometheus_factory(_prometheus_config(tmp_path, deploy, proxy_server.port, exporter.port))
+        _poll(lambda: (r := _query(prom, "up")) and len(r) == 2 and all(s["value"][1] == "1" for s in r),
+              "both targets up")
+        with httpx.Client(base_url=proxy_server.base, timeout=10) as client:
+            deploy.drive_traffic(client, proxy_server.backends, searches=40)  # clicks, forged click, fallbacks
+        bg.start()
+        metric_values = _poll(lambda: httpx.get(f"{prom}/api/v1/label/metric/values",
+                                                params={"match[]": "abharness_experiment_lift"},
+                                                timeout=5).json()["data"], "label_values(abharness_experiment_lift, "
+                                                                           "metric)")
+        variables = {"metric": "(" + "|".join(metric_values) + ")"}
+        targets = _dashboard_targets(deploy)
+        assert len(targets) >= 25, "the panel collector found suspiciously few targets"
+        for where, expr, instant in targets:
+            promql = _substitute(expr, variables, rate_interval="4s")
+
+            def data(promql: str = promql, instant: bool = instant) -> int:
+                if instant:
+                    return len(_query(prom, promql))
+                now = time.time()
+                r = httpx.get(f"{prom}/api/v1/query_range", params={"query": promql, "start": now - 30,
+                                                                    "end": now, "step": "1"}, timeout=5)
+                r.raise_for_status()
+                return len(r.json()["data"]["result"])
+
+            results[where] = _poll(data, f"data for panel {where}: {promql}", deadline_s=30)
+    finally:
+        stop.set()
+        bg.join(30)
+        exporter.close()
+        store.close()
+    print("\nGrafana panel queries against Prometheus (series returned):")
+    for where, n in results.items():
+        print(f"  {n:3d}  {where}")
+    assert all(n > 0 for n in results.values())
