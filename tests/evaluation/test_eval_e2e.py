@@ -190,3 +190,41 @@ def test_malformed_dataset_names_file_and_line(mini_data: Path, tmp_path: Path, 
         "sts", "classification", "clustering", "geometry", "probes", "leakage", "overfitting", "maps")})
     with pytest.raises(DataError, match=r"qrels/test.tsv:2"):
         evaluate(hash_encoder("a"), hash_encoder("b"), suite, None, data_dir=broken, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_report_page_and_the_results_page_beside_it_render_in_chromium(full_run, tmp_path: Path) -> None:
+    """The evaluation page in a real headless Chromium (every plot drawn, no console error, nothing fetched off
+    the machine), and an online results page carrying this evaluation's verdict beside the online one."""
+    import os
+
+    from abharness.stores import open_store
+    from abharness.testing.browser import browser, check_page, chromium_or_skip
+    from abharness.testing.experiments import write_experiment
+
+    exe = chromium_or_skip()
+    shots = Path(os.environ.get("ABHARNESS_ARTIFACTS", tmp_path))
+    _, out = full_run
+    store_url = f"sqlite:///{tmp_path / 'events.db'}"
+    st = open_store(store_url)
+    try:
+        write_experiment(st, "exp-eval", units=600, days=3, seed=3)
+    finally:
+        st.close()
+    res = CliRunner().invoke(build_app(), ["analyze", "--store", store_url, "--experiment", "exp-eval",
+                                           "--bootstrap", "0", "--html", str(tmp_path / "results"),
+                                           "--evaluation", str(out)])
+    assert res.exit_code in (0, 10, 20), res.output
+    verdict = json.loads((out / "report.json").read_text(encoding="utf-8"))["checks"]["retrieval"]["verdict"]
+    with browser(exe) as b:
+        check = check_page(b, (out / "report.html").as_uri(), shots / "evaluation.png")
+        print(f"\nscreenshot: {check.screenshot} ({check.figures_with_svg}/{check.figures} figures drawn)")
+        assert not check.problems, check.problems
+        assert check.figures >= 7 and all(t in check.text for t in SECTION_TITLES.values())
+        results = check_page(b, (tmp_path / "results" / "index.html").as_uri(), shots / "results-with-evaluation.png",
+                             evaluate={"cards": "() => [...document.querySelectorAll('.card')].map(c => "
+                                                "[c.dataset.source, c.querySelector('.badge').textContent])"})
+        print(f"screenshot: {results.screenshot} ({results.figures_with_svg}/{results.figures} figures drawn)")
+        assert not results.problems, results.problems
+        assert results.extra["cards"][1] == ["offline evaluation", verdict]
