@@ -253,6 +253,12 @@ class ExperimentConfig(_Strict):
     token_secret: SecretStr | None = None
     token_ttl_s: float = Field(24 * 3600, gt=0)
     session_cookie: SessionCookieConfig | None = None
+    unit_auth: Literal["plain", "signed", "cookie"] = Field(
+        "plain", description="who chooses the unit: plain = the caller's unit_id is trusted (server-to-server); "
+        "signed = unit_id must come with unit_sig = hex(HMAC-SHA256(unit_secret, unit_id)); cookie = only the "
+        "proxy's signed session cookie")
+    unit_secret: SecretStr | None = Field(None, description="shared with the product backend (unit_auth: signed); "
+                                          "or ABHARNESS_UNIT_SECRET")
     cors: CorsConfig | None = Field(None, description="browser origins allowed to call the public routes")
     demo_page: bool = Field(False, description="serve the example search page at /demo (docs/proxy.md)")
     overrides: dict[str, str] = Field(default_factory=dict, description="unit id -> arm (QA)")
@@ -301,6 +307,15 @@ class ExperimentConfig(_Strict):
         bad_names = [n for n in self.admin_tokens if not _NAME.match(n)]
         if bad_names:
             raise ValueError(f"admin_tokens: names {bad_names} are not valid; use 1-64 letters, digits, '_', '.', '-'")
+        if self.unit_auth == "cookie" and self.session_cookie is None:
+            raise ValueError("unit_auth: cookie needs session_cookie (e.g. {name: abh_sid}) and unit: session")
+        if self.unit_auth == "signed":
+            unit_secret = self.unit_secret.get_secret_value() if self.unit_secret else ""
+            if len(unit_secret) < MIN_SECRET_CHARS or unit_secret.lower() in INSECURE_TOKENS:
+                raise ValueError(
+                    f"unit_secret: unit_auth: signed needs a random secret of at least {MIN_SECRET_CHARS} characters, "
+                    "shared with the backend that signs unit ids (set it in the file or ABHARNESS_UNIT_SECRET)"
+                )
         if not self.insecure_dev:
             admin = self.admin_token.get_secret_value()
             if not self.admin_tokens or admin:
@@ -365,7 +380,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
         shown = "" if isinstance(value, dict) or loc == "" else f" (got {value!r})"
-        if "admin_token" in loc or "token_secret" in loc or "admin_token" in msg or "token_secret" in msg:
+        if any(word in loc or word in msg for word in ("admin_token", "token_secret", "unit_secret")):
             shown = ""  # never echo a secret
         parts.append(f"{loc + ': ' if loc else ''}{msg}{shown}")
     return f"{source}: invalid experiment config: " + "; ".join(parts)
@@ -380,7 +395,8 @@ def parse_config(data: Any, *, source: str = "config", base_dir: Path | None = N
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of settings at the top level, got {type(data).__name__}")
     data = dict(data)
-    for key, env in (("admin_token", "ABHARNESS_ADMIN_TOKEN"), ("token_secret", "ABHARNESS_TOKEN_SECRET")):
+    for key, env in (("admin_token", "ABHARNESS_ADMIN_TOKEN"), ("token_secret", "ABHARNESS_TOKEN_SECRET"),
+                     ("unit_secret", "ABHARNESS_UNIT_SECRET")):
         if os.environ.get(env):
             data[key] = os.environ[env]
     try:

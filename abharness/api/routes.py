@@ -25,6 +25,7 @@ from abharness.api.schemas import (
 )
 from abharness.core.paging import InvalidPageToken, PageState, verify_page
 from abharness.core.tokens import InvalidToken
+from abharness.core.units import cookie_key, issue_cookie, read_cookie, verify_unit
 from abharness.serve.service import ProxyService, QueueFull
 
 __all__ = ["router", "get_service", "RequestError"]
@@ -53,22 +54,39 @@ Service = Annotated[ProxyService, Depends(get_service)]
 
 
 def _resolve_unit(body: SearchRequest, request: Request, response: Response, service: ProxyService) -> str:
-    if body.unit_id:
+    """The unit of this search, by ``unit_auth`` (see ``abharness.core.units`` and docs/proxy.md, *Units*)."""
+    cfg = service.config
+    if cfg.unit_auth == "signed":
+        if not body.unit_id or not body.unit_sig:
+            raise RequestError(403, "unsigned_unit",
+                               "unit_auth is signed: send unit_id with unit_sig = hex(HMAC-SHA256(unit_secret, "
+                               "unit_id)) computed by your backend (docs/proxy.md, Units)")
+        secret = cfg.unit_secret.get_secret_value().encode("utf-8") if cfg.unit_secret else b""
+        if not verify_unit(body.unit_id, body.unit_sig, secret):
+            raise RequestError(403, "forged_unit",
+                               "unit_sig does not match unit_id: sign the unit id with the shared unit_secret")
         return body.unit_id
-    cookie = service.config.session_cookie
+    if body.unit_id and cfg.unit_auth == "plain":
+        return body.unit_id
+    cookie = cfg.session_cookie
+    if body.unit_id:  # unit_auth: cookie
+        raise RequestError(400, "unit_id_not_accepted",
+                           "unit_auth is cookie: the proxy issues the unit as a signed session cookie; do not send "
+                           "unit_id (send the cookie back instead)")
     if cookie is None:
         raise RequestError(
             400,
             "missing_unit_id",
-            f"unit_id is required: send the {service.config.unit} id as \"unit_id\" in the body "
+            f"unit_id is required: send the {cfg.unit} id as \"unit_id\" in the body "
             "(or configure session_cookie to let the proxy issue session ids)",
         )
-    existing = request.cookies.get(cookie.name)
-    if existing and 0 < len(existing) <= 256:
+    key = cookie_key(service.secret)
+    existing = read_cookie(request.cookies.get(cookie.name), key)
+    if existing is not None:
         return existing
-    unit = uuid.uuid4().hex
+    unit, value = issue_cookie(key)  # none, unsigned or forged: a new unit, never the chosen one
     response.set_cookie(
-        cookie.name, unit, max_age=cookie.max_age_s, secure=cookie.secure, httponly=True, samesite="lax"
+        cookie.name, value, max_age=cookie.max_age_s, secure=cookie.secure, httponly=True, samesite="lax"
     )
     return unit
 

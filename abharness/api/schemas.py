@@ -33,6 +33,8 @@ class _Body(BaseModel):
 class SearchRequest(_Body):
     query: str = Field(min_length=1, description="the user's query text")
     unit_id: str | None = Field(None, min_length=1, max_length=256, description="user or session id")
+    unit_sig: str | None = Field(None, max_length=128, description="unit_auth: signed: "
+                                 "hex(HMAC-SHA256(unit_secret, unit_id)), computed by the product's backend")
     k: int | None = Field(None, ge=1, strict=True, description="results wanted (default: the experiment's k)")
     context: dict[str, ContextValue] | None = Field(
         None, max_length=32, description="segment attributes (device, locale, ...) stored with the impression"

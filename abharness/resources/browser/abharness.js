@@ -13,8 +13,9 @@
  * navigator.sendBeacon (a text/plain JSON body, which the proxy accepts) or fetch(keepalive) where there is none.
  *
  * The proxy's address is taken from this script's own src (or data-endpoint on the script tag, or
- * AbHarness.configure({endpoint})). AbHarness.search(query, {k, offset, unitId, context}) calls POST /search with
- * the browser's cookies (the proxy-issued session cookie) and resolves to the JSON response.
+ * AbHarness.configure({endpoint})). AbHarness.search(query, {k, offset, page, pageToken, unitId, unitSig, context})
+ * calls POST /search with the browser's cookies (the proxy-issued session cookie) and resolves to the JSON response;
+ * with unit_auth: signed, pass the unitId and unitSig your backend rendered into the page.
  */
 (function (global) {
   "use strict";
@@ -49,6 +50,8 @@
     if (options.offset) body.offset = options.offset;
     if (options.page) body.page = options.page;
     if (options.unitId) body.unit_id = options.unitId;
+    if (options.unitSig) body.unit_sig = options.unitSig;
+    if (options.pageToken) body.page_token = options.pageToken;
     if (options.context) body.context = options.context;
     return fetch(url("/search"), {
       method: "POST", credentials: "include", headers: { "content-type": "application/json" },
