@@ -311,7 +311,7 @@ class ExperimentConfig(_Strict):
             raise ValueError("unit_auth: cookie needs session_cookie (e.g. {name: abh_sid}) and unit: session")
         if self.unit_auth == "signed":
             unit_secret = self.unit_secret.get_secret_value() if self.unit_secret else ""
-            if len(unit_secret) < MIN_SECRET_CHARS or unit_secret.lower() in INSECURE_TOKENS:
+            if _weak(unit_secret):
                 raise ValueError(
                     f"unit_secret: unit_auth: signed needs a random secret of at least {MIN_SECRET_CHARS} characters, "
                     "shared with the backend that signs unit ids (set it in the file or ABHARNESS_UNIT_SECRET)"
