@@ -27,7 +27,8 @@ from abharness.analysis.report import AnalysisReport, CupedSummary, PowerSummary
 from abharness.analysis.sections import cumulative_timeseries, segment_breakdown, traffic_buckets
 from abharness.core.stats.bootstrap import cluster_bootstrap
 from abharness.core.stats.compare import MetricComparison, compare_metric
-from abharness.core.stats.decision import decide, decide_interleaving
+from abharness.analysis.deployments import deployment_changes, describe_changes
+from abharness.core.stats.decision import Decision, decide, decide_interleaving
 from abharness.core.stats.interleaving import InterleavingResult, interleaving_test
 from abharness.core.stats.metrics import BASE_COLUMNS, METRICS, parse_metrics
 from abharness.core.stats.moments import Moments
@@ -107,7 +108,7 @@ def analyze(
                             f"{_window_text(since, until)}: widen --since/--until")
     diagnostics: list[str] = []
     if table.rows == 0:
-        return _interleaving_only(experiment_id, since, until, opts, inter, diagnostics)
+        return _interleaving_only(store, experiment_id, since, until, opts, inter, diagnostics)
 
     arms = table.arms()
     control = _resolve_control(opts.control, arms)
@@ -188,10 +189,11 @@ def analyze(
     traffic, bucket_s = traffic_buckets(store, experiment_id, since=since, until=until, first_ts=table.first_ts,
                                         arm=table.arm)
 
-    # 5. one decision
+    # 5. one decision (none across a redeploy of an arm inside the window)
     decision = decide(srm_alarm=srm.alarm, srm_message=srm.message,
                       primary=[by_treatment[t][opts.primary] for t in treatments],
                       guardrails=[g for t in treatments for g in guardrails[t].values()], basis=opts.basis)
+    decision = _no_verdict_across_redeploys(store, experiment_id, since, until, decision, diagnostics)
     for t in treatments:
         for c in (*by_treatment[t].values(), *guardrails[t].values()):
             diagnostics.extend(f"{t}/{c.metric}: {d}" for d in c.diagnostics)
@@ -304,13 +306,14 @@ def _interleaving(inter: Any, control: str | None, opts: AnalysisOptions,
     return res
 
 
-def _interleaving_only(experiment_id: str, since: float | None, until: float | None, opts: AnalysisOptions,
-                       inter: Any, diagnostics: list[str]) -> AnalysisReport:
+def _interleaving_only(store: EventStore, experiment_id: str, since: float | None, until: float | None,
+                       opts: AnalysisOptions, inter: Any, diagnostics: list[str]) -> AnalysisReport:
     res = _interleaving(inter, opts.control, opts, diagnostics)
     if res is None:
         raise AnalysisError(f"experiment {experiment_id!r} has interleaved impressions in the window but no clicks "
                             "credited to two teams yet: keep collecting, or check the click logging")
     decision = decide_interleaving(res, opts.basis)
+    decision = _no_verdict_across_redeploys(store, experiment_id, since, until, decision, diagnostics)
     need = one_sample_required_units(res.sigma2_unit, res.preference or float("nan"), alpha=opts.alpha,
                                      power=opts.power)
     m = one_sample_mde(res.sigma2_unit, res.units, alpha=opts.alpha, power=opts.power)
@@ -327,6 +330,17 @@ def _interleaving_only(experiment_id: str, since: float | None, until: float | N
         interleaving=res, segments=(), timeseries=(), decision=decision.decision, reasons=decision.reasons,
         basis=opts.basis, alpha=opts.alpha, diagnostics=tuple(dict.fromkeys(diagnostics)),
     )
+
+
+def _no_verdict_across_redeploys(store: EventStore, experiment_id: str, since: float | None, until: float | None,
+                                 decision: Decision, diagnostics: list[str]) -> Decision:
+    """``keep-running`` naming the change when an arm's model or index changed inside the window."""
+    changes = deployment_changes(store, experiment_id, since=since, until=until)
+    if not changes:
+        return decision
+    message = describe_changes(changes)
+    diagnostics.append(message)
+    return Decision("keep-running", (message, f"(without the change the decision would be {decision.decision})"))
 
 
 def _same_allocation(a: dict[str, float], b: Any) -> bool:

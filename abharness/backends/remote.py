@@ -92,8 +92,10 @@ class RemoteBackend:
         return results
 
     def ping(self) -> None:
-        """Raise ``BackendError`` unless the index server reports ready."""
+        """Raise ``BackendError`` unless the index server reports ready; refresh ``info``, so a redeploy of the
+        index server behind a running proxy shows in the fingerprints recorded with the next impressions."""
         self._request("GET", "/readyz")
+        self.info = self._fetch_info()
 
     def close(self) -> None:
         self._client.close()

@@ -362,6 +362,17 @@ class PostgresStore:
         rows = self._stream("counting traffic per bucket", sql, params)
         return [(float(b) * bucket_s, a, int(u), int(n)) for b, a, u, n in rows]
 
+    def fingerprint_spans(
+        self, experiment_id: str, *, since: float | None = None, until: float | None = None,
+        modes: Sequence[str] = ("ab", "interleave", "shadow"),
+    ) -> list[tuple[str, float, float, int]]:
+        """(fingerprints JSON, first ts, last ts, impressions) per distinct fingerprints value, in SQL."""
+        sql = queries.to_pyformat(queries.fingerprint_spans_sql("postgresql", since=since, until=until,
+                                                                n_modes=len(modes)))
+        params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=modes)
+        rows = self._stream("reading the fingerprints per deployment", sql, params)
+        return [(str(f), float(a), float(b), int(n)) for f, a, b, n in rows]
+
     def interleave_aggregates(
         self, experiment_id: str, *, since: float | None = None, until: float | None = None
     ) -> Iterator[InterleaveUnitAggregate]:

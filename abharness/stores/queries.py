@@ -200,6 +200,20 @@ ORDER BY 1, 2
 """
 
 
+def fingerprint_spans_sql(dialect: Dialect, *, since: float | None, until: float | None, n_modes: int) -> str:
+    """SQL returning (fingerprints JSON text, first ts, last ts, impressions) per distinct ``fingerprints`` value
+    (the models and indexes that served) in the window: a handful of rows, one per deployment combination."""
+    modes_sql = ", ".join(f":mode{i}" for i in range(n_modes))
+    column = "fingerprints" if dialect == "sqlite" else "fingerprints::text"
+    return f"""
+SELECT {column} AS fingerprints, MIN(ts) AS first_ts, MAX(ts) AS last_ts, COUNT(*) AS impressions
+FROM impressions
+WHERE {_window("", since, until, modes_sql)}
+GROUP BY 1
+ORDER BY 2
+"""
+
+
 def rows_to_unit_aggregates(rows: Iterable[Sequence[Any]]) -> Iterator[UnitAggregate]:
     """Typed values from the rows of ``unit_aggregates_sql`` (PostgreSQL sums come back as Decimal)."""
     for r in rows:

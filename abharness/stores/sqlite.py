@@ -400,6 +400,15 @@ class SQLiteStore:
         params["bucket_s"] = float(bucket_s)
         return [(float(b) * bucket_s, a, int(u), int(n)) for b, a, u, n in self._stream(sql, params)]
 
+    def fingerprint_spans(
+        self, experiment_id: str, *, since: float | None = None, until: float | None = None,
+        modes: Sequence[str] = ("ab", "interleave", "shadow"),
+    ) -> list[tuple[str, float, float, int]]:
+        """(fingerprints JSON, first ts, last ts, impressions) per distinct fingerprints value, in SQL."""
+        sql = queries.fingerprint_spans_sql("sqlite", since=since, until=until, n_modes=len(modes))
+        params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=modes)
+        return [(str(f), float(a), float(b), int(n)) for f, a, b, n in self._stream(sql, params)]
+
     def interleave_aggregates(
         self, experiment_id: str, *, since: float | None = None, until: float | None = None
     ) -> Iterator[InterleaveUnitAggregate]:
