@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from abharness.encoders.fingerprint import FINGERPRINT_LENGTH
-from abharness.encoders.st import encode_progress
+from abharness.encoders.st import encode_sorted
 from abharness.errors import ModelError
 
 __all__ = [
@@ -201,22 +201,8 @@ class OnnxEncoder:
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False, kind: str = "query"
     ) -> np.ndarray:
         """(n, dim) float32 rows (unit-norm when the source model normalises). Batches sorted by length."""
-        if kind not in {"query", "document"}:
-            raise ModelError(f"kind={kind!r}; expected 'query' or 'document'")
-        if batch_size < 1:
-            raise ModelError(f"batch_size={batch_size}; must be >= 1")
-        texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        with encode_progress(f"encoding {kind}s (onnx)", disable=not show_progress) as bar:
-            task = bar.add_task("encode", total=len(texts))
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                out[idx] = self._run([texts[i] for i in idx])
-                bar.advance(task, len(idx))
-        return out
+        return encode_sorted(texts, self.dim, self._run, batch_size=batch_size, show_progress=show_progress, kind=kind,
+                             label=" (onnx)")
 
 
 def load_onnx_encoder(path: str | Path, *, threads: int = 1) -> OnnxEncoder:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from abharness.encoders.fingerprint import fingerprint_dir
 from abharness.errors import ModelError
 
 __all__ = ["SentenceTransformerEncoder", "load_encoder", "BUILTIN_MODELS", "builtin_model_path", "encode_progress",
-           "check_model_spec", "downloads_allowed", "ALLOW_DOWNLOAD_ENV"]
+           "encode_sorted", "check_model_spec", "downloads_allowed", "ALLOW_DOWNLOAD_ENV"]
 
 BUILTIN_MODELS = ("minilm",)
 ALLOW_DOWNLOAD_ENV = "ABHARNESS_ALLOW_DOWNLOAD"
@@ -96,28 +96,38 @@ class SentenceTransformerEncoder:
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False, kind: str = "query"
     ) -> np.ndarray:
         """(n, dim) float32, unit-norm rows. Texts are sorted by length so batches pad little; order is restored."""
-        if kind not in {"query", "document"}:
-            raise ModelError(f"kind={kind!r}; expected 'query' or 'document'")
-        if batch_size < 1:
-            raise ModelError(f"batch_size={batch_size}; must be >= 1")
-        texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         import torch
 
-        with self._lock, torch.inference_mode(), encode_progress(f"encoding {kind}s", disable=not show_progress) as bar:
-            task = bar.add_task("encode", total=len(texts))
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                vectors = self.model.encode(
-                    [texts[i] for i in idx], batch_size=batch_size, show_progress_bar=False,
-                    normalize_embeddings=True, convert_to_numpy=True,
-                )
-                out[idx] = vectors
-                bar.advance(task, len(idx))
+        def run(batch: list[str]) -> np.ndarray:
+            return self.model.encode(batch, batch_size=len(batch), show_progress_bar=False, normalize_embeddings=True,
+                                     convert_to_numpy=True)
+
+        with self._lock, torch.inference_mode():
+            return encode_sorted(texts, self.dim, run, batch_size=batch_size, show_progress=show_progress, kind=kind)
+
+
+def encode_sorted(
+    texts: Sequence[str], dim: int, run: Callable[[list[str]], np.ndarray], *, batch_size: int, show_progress: bool,
+    kind: str, label: str = "",
+) -> np.ndarray:
+    """Encode ``texts`` with ``run`` in batches of texts of similar length (longest first, so batches pad little)
+    and return the (n, dim) float32 rows in input order. Checks ``kind`` and ``batch_size``."""
+    if kind not in {"query", "document"}:
+        raise ModelError(f"kind={kind!r}; expected 'query' or 'document'")
+    if batch_size < 1:
+        raise ModelError(f"batch_size={batch_size}; must be >= 1")
+    texts = list(texts)
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    if not texts:
         return out
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    with encode_progress(f"encoding {kind}s{label}", disable=not show_progress) as bar:
+        task = bar.add_task("encode", total=len(texts))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = run([texts[i] for i in idx])
+            bar.advance(task, len(idx))
+    return out
 
 
 def _quiet_transformers() -> None:
