@@ -62,7 +62,9 @@ class LocalBackendConfig(_Strict):
     model: str = Field(description='encoder spec: "minilm", a sentence-transformers directory, or a hub id')
     cache_size: int = Field(10_000, ge=0, description="LRU cache of query embeddings")
     max_batch: int = Field(32, ge=1, description="largest micro-batch of concurrent queries")
-    max_wait_ms: float = Field(2.0, ge=0, description="how long a micro-batch waits to fill")
+    max_wait_ms: float = Field(
+        0.0, ge=0, description="how long a micro-batch may wait to fill (0: none; batches form while one encodes)"
+    )
 
 
 class RemoteBackendConfig(_Strict):

@@ -1,21 +1,24 @@
 """In-process backend: an encoder plus a FAISS index in the same process.
 
-Concurrent ``search`` calls (one per proxy request thread) are encoded together in micro-batches: a single worker
-thread collects up to ``max_batch`` uncached query texts, waiting at most ``max_wait_ms`` after the first one, and
-encodes them in one forward pass. An LRU cache keeps query embeddings of repeated queries. Callers that bring a
-batch of at least ``max_batch`` texts (replay, offline evaluation) are encoded directly in their own thread.
+Concurrent ``search`` calls (one per proxy request thread) are encoded together in micro-batches, without a
+batching thread: the first caller that finds no encode in progress becomes the *leader*, takes every query
+text waiting (up to ``max_batch``), encodes them in one forward pass in its own thread and hands each caller its
+rows; callers that arrive meanwhile wait and form the next batch, led by one of them. A lone request is thus
+encoded at once in the caller's thread (no hand-off, no added wait), and under load batches grow by themselves
+while the previous one runs. ``max_wait_ms`` > 0 additionally lets a leader wait that long for a batch to fill.
+An LRU cache keeps query embeddings of repeated queries. Callers that bring a batch of at least ``max_batch``
+texts (replay, offline evaluation) are encoded directly in their own thread.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Empty, SimpleQueue
 
 import numpy as np
 
@@ -37,13 +40,11 @@ class CacheStats:
     batched_texts: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Request:
     texts: list[str]
     future: Future[np.ndarray]
 
-
-_STOP = object()
 
 
 class LocalBackend:
@@ -56,7 +57,7 @@ class LocalBackend:
         *,
         cache_size: int = 10_000,
         max_batch: int = 32,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         timeout_s: float = 60.0,
     ) -> None:
         check_query_encoder(index.manifest, encoder, where="the index served by this arm")
@@ -79,9 +80,9 @@ class LocalBackend:
         )
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._queue: SimpleQueue[_Request | object] = SimpleQueue()
-        self._worker: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._pending: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._leading = False
         self._closed = False
         self._hits = self._misses = self._batches = self._batched_texts = 0
 
@@ -114,39 +115,50 @@ class LocalBackend:
             return CacheStats(self._hits, self._misses, len(self._cache), self._batches, self._batched_texts)
 
     # ------------------------------------------------------------------ batching
-    def _ensure_worker(self) -> None:
-        with self._start_lock:
-            if self._closed:
-                raise BackendError("the local backend is closed; open a new one")
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="abharness-local-batcher", daemon=True)
-                self._worker.start()
+    def _take_pending(self) -> list[_Request]:
+        """Pop waiting requests, oldest first, up to ``max_batch`` texts (at least one request). Holds ``_cond``."""
+        batch: list[_Request] = []
+        count = 0
+        while self._pending and (not batch or count + len(self._pending[0].texts) <= self.max_batch):
+            request = self._pending.popleft()
+            batch.append(request)
+            count += len(request.texts)
+        return batch
 
-    def _run(self) -> None:
+    def _embed_batched(self, texts: list[str]) -> np.ndarray:
+        request = _Request(texts, Future())
+        deadline = time.monotonic() + self.timeout_s
+        with self._cond:
+            self._pending.append(request)
+            self._cond.notify_all()
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch: list[_Request] = [first]  # type: ignore[list-item]
-            count = len(batch[0].texts)
-            deadline = time.monotonic() + self.max_wait_s
-            stop = False
-            while count < self.max_batch:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)  # type: ignore[arg-type]
-                count += len(item.texts)  # type: ignore[union-attr]
-            self._encode_batch(batch)
-            if stop:
-                return
+            with self._cond:
+                while self._leading and not request.future.done():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        if request in self._pending:
+                            self._pending.remove(request)
+                        raise BackendError(
+                            f"query encoding took longer than {self.timeout_s}s; the machine is overloaded"
+                        )
+                    self._cond.wait(remaining)
+                if request.future.done():
+                    return request.future.result()
+                self._leading = True
+                if self.max_wait_s > 0:
+                    wait_until = time.monotonic() + self.max_wait_s
+                    while sum(len(r.texts) for r in self._pending) < self.max_batch and not self._closed:
+                        remaining = wait_until - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+                batch = self._take_pending()
+            try:
+                self._encode_batch(batch)
+            finally:
+                with self._cond:
+                    self._leading = False
+                    self._cond.notify_all()
 
     def _encode_batch(self, batch: list[_Request]) -> None:
         unique = list(dict.fromkeys(t for request in batch for t in request.texts))
@@ -190,13 +202,7 @@ class LocalBackend:
         if len(texts) >= self.max_batch:
             vectors = self._encode(texts)
         else:
-            self._ensure_worker()
-            future: Future[np.ndarray] = Future()
-            self._queue.put(_Request(texts, future))
-            try:
-                vectors = future.result(timeout=self.timeout_s)
-            except TimeoutError as exc:
-                raise BackendError(f"query encoding took longer than {self.timeout_s}s; the machine is overloaded") from exc
+            vectors = self._embed_batched(texts)
         row = {text: i for i, text in enumerate(texts)}
         for i in missing:
             out[i] = vectors[row[queries[i]]]
@@ -220,15 +226,10 @@ class LocalBackend:
             raise BackendError(f"FAISS search failed: {exc}") from exc
 
     def close(self) -> None:
-        """Stop the batching thread (pending requests are served first). Idempotent."""
-        with self._start_lock:
-            if self._closed:
-                return
+        """Refuse new searches (requests already waiting are still served). Idempotent."""
+        with self._cond:
             self._closed = True
-            worker = self._worker
-        if worker is not None:
-            self._queue.put(_STOP)
-            worker.join(timeout=10)
+            self._cond.notify_all()
 
     def __enter__(self) -> LocalBackend:
         return self

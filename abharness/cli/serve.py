@@ -170,7 +170,8 @@ def index_server_command(
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8100,
     port_file: Annotated[Optional[Path], typer.Option(help="Write the bound port to this file once listening.")] = None,
     max_batch: Annotated[int, typer.Option(help="Largest micro-batch of concurrent queries.")] = 32,
-    max_wait_ms: Annotated[float, typer.Option(help="How long a micro-batch waits to fill.")] = 2.0,
+    max_wait_ms: Annotated[float, typer.Option(
+        help="How long a micro-batch may wait to fill (0: none; batches form while one encodes).")] = 0.0,
     log_level: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "info",
     log_format: Annotated[str, typer.Option(help="Log lines as 'text' or 'json' (one object per line).")] = "text",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
