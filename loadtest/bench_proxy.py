@@ -1,20 +1,25 @@
 """Benchmark of the proxy's /search against the same encode+search called in-process (a script, not a test).
 
     .venv/bin/python loadtest/bench_proxy.py [--index artifacts/indexes/scifact-minilm] [--seconds 8]
-        [--concurrency 1,4,16] [--cache-size 0]
+        [--concurrency 1,4,16] [--cache-size 0] [--encoder onnx|torch|DIR] [--summary-json F]
 
-For each concurrency level it measures, for a bounded time:
+It measures, for a bounded time, side by side and alternating within each round:
 
-1. in-process: ``backend.search([q], k)`` from C threads (the proxy's own code path minus HTTP);
+0. bare: ``encoder.encode([q])`` + ``index.search_vectors`` in one sequential loop (no backend, no batching, no
+   HTTP): the floor the proxy is compared with (only at concurrency 1: it is a sequential loop);
+1. in-process: ``backend.search([q], k)`` from C threads (the proxy's own code path minus HTTP, micro-batched);
 2. proxy, logging on: a real uvicorn process (``create_app`` with the real SQLite store + EventWriter) on
    loopback, driven by C concurrent httpx clients;
 3. proxy, logging off: the same with ``events.enabled: false``.
 
-and prints p50/p99 latency and throughput side by side, then the events/s the EventWriter sustains into SQLite
-on its own. Queries are SciFact queries (distinct texts, cycled). With ``--cache-size 0`` (default) every request
-encodes its query, so the numbers include the MiniLM forward pass. The backend is the real MiniLM + FAISS index
-when ``--index`` exists, else an in-memory DictBackend (and the output says so). The load generator runs on the
-same machine as the server (they share the CPU), which lowers the proxy numbers; the output prints the load.
+and prints p50/p99 latency and throughput, then the two ratios of issue 13: proxy p50 at concurrency 1 over the
+bare p50, and the proxy's best throughput over the bare loop's, then the events/s the EventWriter sustains into
+SQLite on its own. Queries are SciFact queries (distinct texts, cycled). With ``--cache-size 0`` (default) every
+request encodes its query. ``--encoder onnx`` (default when ``artifacts/onnx/minilm`` exists, written by
+``loadtest/bench_encoder.py``) serves the ONNX Runtime export of MiniLM as query encoder over the MiniLM index;
+``torch`` the sentence-transformers model. The backend is the real encoder + FAISS index when ``--index`` exists,
+else an in-memory DictBackend (and the output says so). The load generator runs on the same machine as the server
+(they share the CPU), which lowers the proxy numbers; the output prints the load.
 """
 
 from __future__ import annotations
@@ -62,13 +67,27 @@ def build_scifact_index(out: Path) -> Path:
     return out
 
 
-def open_backend(index: Path | None, cache_size: int) -> tuple[Any, str]:
+ONNX_DIR = REPO / "artifacts" / "onnx" / "minilm"
+
+
+def encoder_spec(choice: str) -> str:
+    """'onnx' -> the exported MiniLM directory, 'torch' -> 'minilm', anything else is passed on (a directory)."""
+    if choice == "onnx":
+        if not (ONNX_DIR / "onnx_manifest.json").is_file():
+            raise SystemExit(f"{ONNX_DIR} does not exist: run loadtest/bench_encoder.py first, or pass --encoder torch")
+        return str(ONNX_DIR)
+    return "minilm" if choice == "torch" else choice
+
+
+def open_backend(index: Path | None, cache_size: int, encoder: str = "minilm") -> tuple[Any, str]:
     """The real local backend when the index exists, else a DictBackend over a SciFact corpus slice."""
     if index is not None and index.is_dir():
         from abharness.backends.local import open_local_backend
 
-        backend = open_local_backend(index, "minilm", cache_size=cache_size)
-        return backend, f"LocalBackend(MiniLM + FAISS {index.name}, {backend.info.num_docs} docs, cache_size={cache_size})"
+        backend = open_local_backend(index, encoder, cache_size=cache_size)
+        kind = f"ONNX {getattr(backend.encoder, 'variant', '')}" if hasattr(backend.encoder, "variant") else "torch"
+        return backend, (f"LocalBackend(MiniLM query encoder: {kind} + FAISS {index.name}, {backend.info.num_docs} docs, "
+                         f"cache_size={cache_size})")
     from abharness.testing.fakes import DictBackend
 
     corpus: dict[str, str] = {}
@@ -109,6 +128,24 @@ def summarize(lat: list[float], seconds: float) -> dict[str, float]:
     a = np.asarray(lat) * 1000.0
     return {"n": len(lat), "p50_ms": float(np.percentile(a, 50)) if len(a) else float("nan"),
             "p99_ms": float(np.percentile(a, 99)) if len(a) else float("nan"), "rps": len(lat) / seconds}
+
+
+def bench_bare(backend: Any, queries: list[str], k: int, seconds: float) -> Raw:
+    """The sequential floor: encode one query, search the index, next (no backend, batching, cache or HTTP)."""
+    if not hasattr(backend, "encoder"):
+        return bench_inprocess(backend, queries, k, 1, seconds)
+    encoder, index = backend.encoder, backend.index
+    lat: list[float] = []
+    stop = time.perf_counter() + seconds
+    i = 0
+    t_start = time.perf_counter()
+    cpu0 = time.process_time()
+    while time.perf_counter() < stop:
+        t0 = time.perf_counter()
+        index.search_vectors(encoder.encode([queries[i % len(queries)]], batch_size=1), k)
+        lat.append(time.perf_counter() - t0)
+        i += 1
+    return lat, time.perf_counter() - t_start, 0, time.process_time() - cpu0
 
 
 def bench_inprocess(backend: Any, queries: list[str], k: int, concurrency: int, seconds: float) -> Raw:
@@ -171,7 +208,7 @@ def start_proxy(args: argparse.Namespace, logging_on: bool, db: Path) -> tuple[s
     port_file.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--serve-child", "--db", str(db), "--port-file", str(port_file),
            "--cache-size", str(args.cache_size), "--k", str(args.k), "--torch-threads", str(args.torch_threads),
-           "--http", args.http]
+           "--http", args.http, "--encoder", args.encoder]
     cmd += ["--index", str(args.index)] if args.index else ["--fake"]
     if not logging_on:
         cmd.append("--no-logging")
@@ -203,7 +240,7 @@ def serve_child(args: argparse.Namespace) -> None:
     from abharness.testing.configs import make_config
 
     set_threads(args.torch_threads)
-    backend, _ = open_backend(args.index, args.cache_size)
+    backend, _ = open_backend(args.index, args.cache_size, encoder_spec(args.encoder))
     cfg = make_config(
         experiment_id="bench", k=args.k, store_url=f"sqlite:///{args.db}",
         admin_token=secrets.token_urlsafe(24), token_secret=secrets.token_urlsafe(24),
@@ -269,6 +306,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds (latencies pooled)")
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads per process (0: torch default)")
     p.add_argument("--fake", action="store_true", help="use the in-memory DictBackend instead of MiniLM + FAISS")
+    p.add_argument("--encoder", default="onnx" if ONNX_DIR.is_dir() else "torch",
+                   help="query encoder: onnx (artifacts/onnx/minilm), torch, or an ONNX export directory")
+    p.add_argument("--summary-json", type=Path, help="also write the ratios as JSON here")
     p.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
@@ -289,7 +329,7 @@ def main() -> None:
         print(f"{args.index} does not exist: building a temporary MiniLM index of SciFact for this run")
         args.index = build_scifact_index(Path(tmp_index.name) / "scifact-minilm")
     set_threads(args.torch_threads)
-    backend, desc = open_backend(args.index, args.cache_size)
+    backend, desc = open_backend(args.index, args.cache_size, encoder_spec(args.encoder))
     import uvicorn
 
     print(f"backend: {desc}; torch threads per process: {args.torch_threads or 'default'}; "
@@ -300,8 +340,10 @@ def main() -> None:
           "the three paths alternate within each round so they see the same background load\n")
     import httpx
 
-    paths = ["in-process encode+search", "proxy /search, logging on", "proxy /search, logging off"]
+    bare = "bare encode+search, sequential"
+    paths = ["in-process backend.search", "proxy /search, logging on", "proxy /search, logging off"]
     raws: dict[tuple[str, int], list[Raw]] = {(p_, c): [] for p_ in paths for c in levels}
+    raws[(bare, 1)] = []
     backend.search([queries[0]], args.k)  # warm up
     with tempfile.TemporaryDirectory() as tmp:
         procs = {}
@@ -310,6 +352,7 @@ def main() -> None:
                 procs[logging_on] = start_proxy(args, logging_on, Path(tmp) / f"events-{int(logging_on)}.db")
                 asyncio.run(_drive(procs[logging_on][1], queries, 1, 1.0))  # warm up
             for r in range(args.rounds):
+                raws[(bare, 1)].append(bench_bare(backend, queries, args.k, args.seconds))
                 for c in levels:
                     raws[(paths[0], c)].append(bench_inprocess(backend, queries, args.k, c, args.seconds))
                     for path, on in ((paths[1], True), (paths[2], False)):
@@ -327,7 +370,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(60)
     backend.close()
-    rows = [(p_, c, pool(raws[(p_, c)])) for p_ in paths for c in levels]
+    rows = [(bare, 1, pool(raws[(bare, 1)]))] + [(p_, c, pool(raws[(p_, c)])) for p_ in paths for c in levels]
     print(f"\n{'path':<34} {'conc':>4} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'CPU ms/req':>10}")
     for name, c, s_ in rows:
         note = f"{s_['errors']:.0f} errors" if s_["errors"] else ""
@@ -336,10 +379,27 @@ def main() -> None:
     for name, _, s_ in rows:
         best[name] = max(best.get(name, 0.0), s_["rps"])
     print("\ntop throughput: " + "; ".join(f"{k} {v:.1f} req/s" for k, v in best.items()))
+    floor = rows[0][2]
+    cell = {(name, c): s_ for name, c, s_ in rows}
+    ratios = {}
+    for label, path in (("logging on", paths[1]), ("logging off", paths[2])):
+        if (path, 1) in cell:
+            ratios[f"p50 ratio, {label}"] = cell[(path, 1)]["p50_ms"] / floor["p50_ms"]
+        ratios[f"throughput ratio, {label}"] = best[path] / floor["rps"]
+    print(f"\nissue 13 item 2 ({desc.split('(')[1].split(' + ')[0]}): bare sequential p50 {floor['p50_ms']:.2f} ms, "
+          f"{floor['rps']:.1f} req/s")
+    for name, value in ratios.items():
+        goal = "<= 1.15" if name.startswith("p50") else ">= 1.5"
+        print(f"  proxy {name}: {value:.2f} (goal {goal})")
     w = bench_writer(args.writer_events)
     print(f"\nEventWriter -> SQLite (WAL), batch 500: {w['written']:.0f}/{w['n']} impressions written, "
           f"{w['events_per_s']:.0f} events/s sustained, submit {w['submit_us']:.1f} us/event, lost {w['lost']}")
     print(f"load average after: {os.getloadavg()}")
+    if args.summary_json:
+        args.summary_json.write_text(json.dumps({
+            "backend": desc, "bare": floor, "ratios": ratios, "best_rps": best, "writer_events_per_s": w["events_per_s"],
+            "cells": [{"path": n, "concurrency": c, **s_} for n, c, s_ in rows], "load_after": os.getloadavg()[0],
+        }, indent=2))
     if tmp_index is not None:
         tmp_index.cleanup()
 
