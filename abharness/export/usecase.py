@@ -23,7 +23,7 @@ import numpy as np
 
 from abharness.encoders.onnx import MANIFEST_FILE, SETTINGS_FILE, OnnxEncoder, OnnxManifest, onnx_fingerprint
 from abharness.errors import ConfigError, ModelError
-from abharness.export.agreement import agreement, latency_ms
+from abharness.export.agreement import agreement, latency_ms, topk_rows
 from abharness.export.variants import FP32_VARIANTS, INT8_VARIANTS, VARIANTS, build_variant, export_fp32, model_geometry
 from abharness.fsutil import atomic_directory
 
@@ -124,9 +124,13 @@ def export_onnx(
     overwrite: bool = False,
     progress: bool = True,
     report: Callable[[dict[str, Any]], None] | None = None,
+    doc_sample: int = 300,
 ) -> ExportResult:
     """Export ``model`` to ``out`` as the fastest variant whose agreement with torch on ``data``'s test queries meets
     ``min_overlap`` (mean top-k overlap) and ``min_cosine`` (mean cosine). ``report`` receives each frontier row.
+    Each variant also encodes a seeded sample of ``doc_sample`` documents: their cosine with torch's, and the top-k
+    overlap of the test queries (torch query embeddings) over the corpus with those rows replaced by the variant's,
+    are recorded as ``doc_*`` and gate ``documents_pass`` (whether the export may encode documents too).
     Raises ``ExportRefused`` (nothing written) when no variant passes; ``ConfigError`` / ``ModelError`` otherwise."""
     import torch
 
@@ -149,10 +153,11 @@ def export_onnx(
     if not queries:
         raise ConfigError(f"{data}: the test split has no queries to measure agreement on")
     doc_ids = list(dataset.corpus)
+    doc_texts = [dataset.corpus[d].full_text for d in doc_ids]
     documents = encode_cached(
-        reference, [dataset.corpus[d].full_text for d in doc_ids], key=f"corpus-{dataset.corpus_hash[:16]}",
-        progress=progress, kind="document",
+        reference, doc_texts, key=f"corpus-{dataset.corpus_hash[:16]}", progress=progress, kind="document",
     )
+    sample = np.sort(np.random.default_rng(0).permutation(len(doc_ids))[:doc_sample])
     ref_queries = reference.encode(queries, batch_size=64, kind="query")
     tokenizer = reference.model[0].tokenizer
     base = {"source_fingerprint": reference.fingerprint, "source_name": str(model), "dim": reference.dim}
@@ -173,8 +178,11 @@ def export_onnx(
                 _write_candidate(cand_dir, file, tokenizer, settings, {**base, "variant": variant})
                 built[variant] = OnnxEncoder(cand_dir, threads=threads)
                 agree = agreement(ref_queries, built[variant].encode(queries, batch_size=64), documents, k=k)
-                frontier.append({"variant": variant, **agree.to_dict(), "bytes": file.stat().st_size,
-                                 "passes": agree.topk_overlap >= min_overlap and agree.cosine_mean >= min_cosine})
+                docs = _document_agreement(built[variant], doc_texts, sample, documents, ref_queries, k)
+                frontier.append({"variant": variant, **agree.to_dict(), **docs, "bytes": file.stat().st_size,
+                                 "passes": agree.topk_overlap >= min_overlap and agree.cosine_mean >= min_cosine,
+                                 "documents_pass": docs["doc_topk_overlap"] >= min_overlap
+                                 and docs["doc_cosine_mean"] >= min_cosine})
             except ModelError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a variant ORT cannot build is recorded, not fatal
@@ -213,6 +221,23 @@ def export_onnx(
         with atomic_directory(out) as target:
             manifest = _write_candidate(target, work / f"out-{chosen['variant']}.onnx", tokenizer, settings, meta)
     return ExportResult(out=out, manifest=manifest, torch_p50_ms=torch_p50)
+
+
+def _document_agreement(candidate: OnnxEncoder, texts: list[str], sample: np.ndarray, documents: np.ndarray,
+                        ref_queries: np.ndarray, k: int) -> dict[str, float]:
+    """Cosine of the candidate's document embeddings with torch's on ``sample`` rows, and the top-k overlap of the
+    torch queries over the corpus with those rows swapped for the candidate's."""
+    if len(sample) == 0:
+        return {"doc_n": 0, "doc_cosine_mean": 1.0, "doc_cosine_min": 1.0, "doc_topk_overlap": 1.0}
+    mine = candidate.encode([texts[i] for i in sample], batch_size=32, kind="document")
+    swapped = documents.copy()
+    swapped[sample] = mine
+    cos = np.sum(mine * documents[sample], axis=1) / np.clip(
+        np.linalg.norm(mine, axis=1) * np.linalg.norm(documents[sample], axis=1), 1e-12, None)
+    ref_top, new_top = topk_rows(ref_queries, documents, k), topk_rows(ref_queries, swapped, k)
+    overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / ref_top.shape[1] for a, b in zip(ref_top, new_top)])
+    return {"doc_n": len(sample), "doc_cosine_mean": round(float(cos.mean()), 6),
+            "doc_cosine_min": round(float(cos.min()), 6), "doc_topk_overlap": round(float(overlap), 6)}
 
 
 def _train_queries(data: Path) -> list[str]:

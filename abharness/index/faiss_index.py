@@ -19,7 +19,7 @@ from abharness.data.hashing import corpus_hash as compute_corpus_hash
 from abharness.data.types import Document, RetrievalDataset
 from abharness.encoders.base import Encoder
 from abharness.encoders.cache import encode_cached
-from abharness.errors import ConfigError, FingerprintMismatch, IndexError_
+from abharness.errors import ConfigError, FingerprintMismatch, IndexError_, ModelError
 from abharness.fsutil import atomic_directory
 from abharness.index.manifest import (
     DOCS_NAME,
@@ -114,6 +114,22 @@ def _digest(*files: Path, extra: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def _document_model(encoder: Encoder) -> tuple[str, str]:
+    """(fingerprint, name) the index pins. An ONNX export stands in for its source model only when its export
+    measured document agreement (``documents_pass``); otherwise it cannot encode documents."""
+    source = getattr(encoder, "source_fingerprint", None)
+    if source is None:
+        return encoder.fingerprint, encoder.name
+    agreement = getattr(getattr(encoder, "manifest", None), "agreement", {}) or {}
+    if not agreement.get("documents_pass"):
+        raise ModelError(
+            f"ONNX encoder {encoder.name!r} did not pass the document agreement gate at export (doc top-10 overlap "
+            f"{agreement.get('doc_topk_overlap', 'n/a')}, cosine {agreement.get('doc_cosine_mean', 'n/a')}); build the "
+            "index with its source model and use the export for queries only"
+        )
+    return source, str(getattr(encoder.manifest, "source_name", encoder.name))
+
+
 def build_index(
     encoder: Encoder,
     dataset_or_corpus: RetrievalDataset | Mapping[str, Document],
@@ -136,6 +152,8 @@ def build_index(
     default), ``hnsw`` or ``ivf``. Refuses a non-empty ``out_dir`` unless ``overwrite``. ``limit`` indexes only
     the first ``limit`` documents in corpus order (a quick try on a laptop); the manifest records it (``limit``,
     ``source_num_docs``) so a slice is never mistaken for the full index.
+    With an ONNX export that passed the document agreement gate, the documents are encoded by the export but the
+    manifest pins its source model (the export is recorded under ``params.document_encoder``).
     """
     import faiss
 
@@ -154,6 +172,10 @@ def build_index(
         raise ConfigError(f"{out_dir} exists and is not empty; choose another --out or pass --overwrite")
     doc_ids = list(corpus)
     texts = [corpus[d].full_text for d in doc_ids]
+    pinned_fingerprint, pinned_name = _document_model(encoder)
+    if pinned_fingerprint != encoder.fingerprint:
+        merged["document_encoder"] = {"fingerprint": encoder.fingerprint, "name": encoder.name,
+                                      "variant": getattr(encoder, "variant", "")}
     started = time.perf_counter()
     if use_cache:
         vectors = encode_cached(
@@ -172,8 +194,8 @@ def build_index(
                 handle.write(json.dumps({"doc_id": doc_id, "title": corpus[doc_id].title}, ensure_ascii=False) + "\n")
         manifest = IndexManifest(
             index_fingerprint=_digest(tmp / INDEX_NAME, tmp / DOCS_NAME, extra=encoder.fingerprint),
-            model_fingerprint=encoder.fingerprint,
-            model_name=encoder.name,
+            model_fingerprint=pinned_fingerprint,
+            model_name=pinned_name,
             corpus_hash=corpus_digest,
             dim=encoder.dim,
             metric="inner_product",

@@ -190,3 +190,19 @@ def test_minilm_fused_export_agrees_with_torch(beir_dir: Path, tmp_path: Path) -
     agree = result.manifest.agreement
     assert agree["topk_overlap"] >= 0.99 and agree["cosine_min"] > 0.999
     assert result.manifest.source_fingerprint == load_encoder("minilm").fingerprint
+
+
+def test_documents_encoded_by_an_export_pin_its_source_model(
+    tiny_export: Path, tiny_model: Path, scifact_slice: RetrievalDataset, tmp_path: Path
+) -> None:
+    onnx, torch_model = load_encoder(tiny_export), load_encoder(tiny_model)
+    agree = onnx.manifest.agreement
+    assert agree["doc_n"] > 0 and agree["doc_cosine_min"] > 0.9999 and agree["documents_pass"] is True
+    manifest = build_index(onnx, scifact_slice, tmp_path / "idx", progress=False, cache_dir=tmp_path / "emb")
+    assert manifest.model_fingerprint == torch_model.fingerprint
+    assert manifest.params["document_encoder"]["fingerprint"] == onnx.fingerprint
+    load_index(tmp_path / "idx", torch_model)  # the source model is accepted for queries, as is the export
+    load_index(tmp_path / "idx", onnx)
+    onnx.manifest.agreement["documents_pass"] = False
+    with pytest.raises(ModelError, match="did not pass the document agreement gate"):
+        build_index(onnx, scifact_slice, tmp_path / "idx2", progress=False, cache_dir=tmp_path / "emb")
