@@ -4,7 +4,8 @@ Stages (artifacts are reused when present and still valid; each stage shows prog
 
 1. data: SciFact from ``--data-root`` (``--quick``: a seeded slice written under ``<out>/quick-data``);
 2. fine-tune the candidate on the train split (reused when ``<model>/abharness_manifest.json`` exists);
-3. build both FAISS indexes (reused when their manifest names the same model fingerprint);
+3. export each model to ONNX (``abharness.demo.fast``: agreement-gated; queries, and documents where the
+   document gate passes), build both FAISS indexes (reused when their manifest names the same model fingerprint);
 4. offline evaluation report (``abharness.evaluation.evaluate``; reused when the models are unchanged);
 5. both arms rank the test queries; interleaving vs A/B sensitivity by vectorised simulation;
 6. the proxy (real uvicorn on loopback) with a 50/50 A/B split; simulated users; ``analyze``;
@@ -25,6 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
+from abharness.demo.fast import fast_encoder
 from abharness.errors import DataError
 
 __all__ = ["DemoOptions", "run_demo", "write_quick_data"]
@@ -151,9 +153,15 @@ def _index(encoder: Any, dataset: Any, index_dir: Path, stage: Stage) -> None:
     build_index(encoder, dataset, index_dir, overwrite=True, progress=True)
 
 
-def _evaluation(data_dir: Path, model_dir: Path, out: Path, quick: bool, fingerprints: tuple[str, str],
+def _evaluation(data_dir: Path, model_dir: Path, out: Path, quick: bool, encoders: tuple[Any, Any],
                 stage: Stage) -> dict[str, Any]:
+    """The offline evaluation with the encoders the indexes were built with (the fast ones where they passed the
+    document gate), so the SciFact corpus embeddings come from the same cache entries; the candidate's fine-tuning
+    manifest is read from the model directory."""
     from abharness.evaluation import evaluate, load_suite
+    from abharness.finetune import read_manifest
+
+    fingerprints = (encoders[0].fingerprint, encoders[1].fingerprint)
 
     report_file = out / "report.json"
     if report_file.is_file():
@@ -170,7 +178,8 @@ def _evaluation(data_dir: Path, model_dir: Path, out: Path, quick: bool, fingerp
         })
     else:
         suite = load_suite(None)
-    report = evaluate(BASELINE_SPEC, str(model_dir), suite, out, data_dir=data_dir, progress=True)
+    report = evaluate(encoders[0], encoders[1], suite, out, data_dir=data_dir, progress=True,
+                      manifest=read_manifest(str(model_dir)))
     return json.loads(json.dumps(report.to_dict(), default=str))
 
 
@@ -219,7 +228,6 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
     from abharness.core.clickmodels import make_click_model
     from abharness.data import load_beir
     from abharness.demo.summary import render_summary, verdicts, write_index
-    from abharness.encoders import load_encoder
     from abharness.replay import replay
     from abharness.replay.render import write_replay_outputs
     from abharness.simulate import QueryPool
@@ -251,18 +259,24 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
     with _stage(state, con, 2, n, "fine-tune the candidate") as st:
         _finetune(data_dir, model_dir, opts.quick, opts.seed, st)
         st.note = str(model_dir)
-    with _stage(state, con, 3, n, "build both indexes") as st:
-        enc_base, enc_ft = load_encoder(BASELINE_SPEC), load_encoder(str(model_dir))
+    onnx_base = art / "onnx" / ("scifact-quick-minilm" if opts.quick else "scifact-minilm")
+    onnx_ft = art / "onnx" / ("scifact-quick-ft" if opts.quick else "scifact-ft")
+    with _stage(state, con, 3, n, "export the fast (ONNX) encoders; build both indexes") as st:
+        fast_base = fast_encoder(BASELINE_SPEC, data_dir / "scifact", onnx_base)
+        fast_ft = fast_encoder(str(model_dir), data_dir / "scifact", onnx_ft)
+        con.print(f"  baseline: {fast_base.note}\n  finetuned: {fast_ft.note}")
+        enc_base, enc_ft = fast_base.encoder, fast_ft.encoder
         sub = [Stage("a"), Stage("b")]
         _index(enc_base, test, idx_base, sub[0])
         _index(enc_ft, test, idx_ft, sub[1])
         st.reused = sub[0].reused and sub[1].reused
-        fingerprints = (enc_base.fingerprint, enc_ft.fingerprint)
-        del enc_base, enc_ft
+        st.note = f"encoders: baseline {fast_base.note.split(' (')[0]}, finetuned {fast_ft.note.split(' (')[0]}"
+        state.facts["encoders"] = {"baseline": fast_base.note, "finetuned": fast_ft.note}
     with _stage(state, con, 4, n, "offline evaluation") as st:
-        evaluation = _evaluation(data_dir, model_dir, out / "evaluation", opts.quick, fingerprints, st)
+        evaluation = _evaluation(data_dir, model_dir, out / "evaluation", opts.quick, (enc_base, enc_ft), st)
         state.paths["evaluation"] = "evaluation/report.html"
-    arms = {"baseline": (idx_base, BASELINE_SPEC), "finetuned": (idx_ft, str(model_dir))}
+    del enc_base, enc_ft
+    arms = {"baseline": (idx_base, fast_base.query_spec), "finetuned": (idx_ft, fast_ft.query_spec)}
     backends = {name: open_local_backend(i, m) for name, (i, m) in arms.items()}
     try:
         pool = QueryPool.from_dataset(test, zipf_s=1.0, seed=opts.seed)
@@ -318,6 +332,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         summary["stages"] = [s.__dict__ for s in state.stages]
         summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
         summary["quick"] = opts.quick
+        summary["encoders"] = state.facts.get("encoders", {})
         summary["artifacts"] = {"model": str(model_dir), "index_baseline": str(idx_base), "index_finetuned": str(idx_ft),
                                 "events": str(store_path)}
         for name, rpt in (("analysis-ab.json", ab_report), ("analysis-interleave.json", il_report)):

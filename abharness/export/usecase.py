@@ -125,12 +125,15 @@ def export_onnx(
     progress: bool = True,
     report: Callable[[dict[str, Any]], None] | None = None,
     doc_sample: int = 300,
+    reference_docs: int | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``out`` as the fastest variant whose agreement with torch on ``data``'s test queries meets
     ``min_overlap`` (mean top-k overlap) and ``min_cosine`` (mean cosine). ``report`` receives each frontier row.
     Each variant also encodes a seeded sample of ``doc_sample`` documents: their cosine with torch's, and the top-k
     overlap of the test queries (torch query embeddings) over the corpus with those rows replaced by the variant's,
     are recorded as ``doc_*`` and gate ``documents_pass`` (whether the export may encode documents too).
+    ``reference_docs``: rank against torch embeddings of a seeded sample of that many documents (every judged one
+    included) instead of the whole corpus, when the corpus has not been encoded by torch yet and should not be.
     Raises ``ExportRefused`` (nothing written) when no variant passes; ``ConfigError`` / ``ModelError`` otherwise."""
     import torch
 
@@ -153,10 +156,16 @@ def export_onnx(
     if not queries:
         raise ConfigError(f"{data}: the test split has no queries to measure agreement on")
     doc_ids = list(dataset.corpus)
+    key = f"corpus-{dataset.corpus_hash[:16]}"
+    if reference_docs is not None and reference_docs < len(doc_ids):
+        # a seeded sample that keeps every document judged for a test query, so rankings still reach them
+        judged = {d for rel in dataset.qrels.values() for d in rel if d in dataset.corpus}
+        rest = [d for d in doc_ids if d not in judged]
+        picked = np.random.default_rng(0).permutation(len(rest))[: max(0, reference_docs - len(judged))]
+        doc_ids = sorted(judged) + [rest[i] for i in sorted(picked)]
+        key = f"{key}-sample{len(doc_ids)}"
     doc_texts = [dataset.corpus[d].full_text for d in doc_ids]
-    documents = encode_cached(
-        reference, doc_texts, key=f"corpus-{dataset.corpus_hash[:16]}", progress=progress, kind="document",
-    )
+    documents = encode_cached(reference, doc_texts, key=key, progress=progress, kind="document")
     sample = np.sort(np.random.default_rng(0).permutation(len(doc_ids))[:doc_sample])
     ref_queries = reference.encode(queries, batch_size=64, kind="query")
     tokenizer = reference.model[0].tokenizer
@@ -215,6 +224,7 @@ def export_onnx(
             **base, "variant": chosen["variant"],
             "agreement": {**{k_: chosen[k_] for k_ in chosen if k_ not in {"variant", "passes", "bytes"}},
                           "thresholds": thresholds, "data": str(data), "split": "test", "n_queries": len(queries),
+                          "reference_docs": len(doc_ids),
                           "torch_p50_ms": torch_p50, "threads": threads},
             "frontier": frontier, "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "versions": _versions(),
         }

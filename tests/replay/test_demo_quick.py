@@ -35,4 +35,7 @@ def test_quick_demo_end_to_end(shared_data, tmp_path) -> None:
     # a second run reuses the model, indexes and evaluation
     again = run_demo(DemoOptions.quick_defaults(shared_data, out))
     reused = {s["name"]: s["reused"] for s in again["stages"]}
-    assert reused["fine-tune the candidate"] and reused["build both indexes"] and reused["offline evaluation"]
+    assert reused["fine-tune the candidate"] and reused["offline evaluation"]
+    assert reused["export the fast (ONNX) encoders; build both indexes"]
+    # both arms were served by ONNX exports that passed the agreement gate
+    assert all(note.startswith("ONNX") for note in summary["encoders"].values())
