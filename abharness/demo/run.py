@@ -338,6 +338,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         for name, rpt in (("analysis-ab.json", ab_report), ("analysis-interleave.json", il_report)):
             (out / name).write_text(json.dumps(rpt.to_dict(), indent=2, default=str), encoding="utf-8")
         (out / "sensitivity.json").write_text(json.dumps(sens.to_dict(), indent=2, default=str), encoding="utf-8")
+        _results_pages(out, ab_report, il_report, evaluation, rep, state.paths)
         write_index(summary, out, state.paths)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     summary["stages"] = [s.__dict__ for s in state.stages]
@@ -345,6 +346,17 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     render_summary(summary, con, out)
     return summary
+
+
+def _results_pages(out: Path, ab: Any, il: Any, evaluation: dict[str, Any], rep: Any, paths: dict[str, str]) -> None:
+    """The online results pages (same template as `abharness analyze --html`): the A/B with the offline evaluation's
+    and the replay's verdicts beside it, and the interleaving run."""
+    from abharness.report.results import offline_verdicts, write_results_html
+
+    offline = offline_verdicts(evaluation=evaluation, replay=rep.to_dict())
+    write_results_html(ab.to_dict(), out / "ab", offline=offline, generated_at=time.time())
+    write_results_html(il.to_dict(), out / "interleave", generated_at=time.time())
+    paths["ab"], paths["interleave"] = "ab/index.html", "interleave/index.html"
 
 
 def _analyze_logged(store_url: str, cfg: Any) -> Any:

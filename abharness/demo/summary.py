@@ -141,7 +141,8 @@ def write_index(summary: dict[str, Any], out: Path, links: dict[str, str]) -> Pa
     page.section("stages", "Stages", table_html(
         ["stage", "seconds", "reused", "note"],
         [[st["name"], st["seconds"], st["reused"], st["note"]] for st in summary.get("stages", [])], left=(0, 3)))
-    items = {"offline evaluation": links.get("evaluation"), "replay": links.get("replay"),
+    items = {"A/B results page": links.get("ab"), "interleaving results page": links.get("interleave"),
+             "offline evaluation": links.get("evaluation"), "replay": links.get("replay"),
              "A/B analysis (JSON)": "analysis-ab.json", "interleaving analysis (JSON)": "analysis-interleave.json",
              "sensitivity (JSON)": "sensitivity.json", "summary (JSON)": "summary.json"}
     page.section("reports", "Reports", "<ul>" + "".join(

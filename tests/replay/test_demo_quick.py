@@ -26,7 +26,8 @@ def test_quick_demo_end_to_end(shared_data, tmp_path) -> None:
     assert s["ab_impressions_needed"] > 0 and s["interleaving_impressions_needed"] > 0
     assert s["ratio"] == pytest.approx(s["ab_impressions_needed"] / s["interleaving_impressions_needed"])
     index = (out / "index.html").read_text(encoding="utf-8")
-    for link in ("evaluation/report.html", "replay/replay.html", "analysis-ab.json", "analysis-interleave.json"):
+    for link in ("evaluation/report.html", "replay/replay.html", "analysis-ab.json", "analysis-interleave.json",
+                 "ab/index.html", "interleave/index.html"):
         assert link in index and (out / link).is_file(), link
     assert json.loads((out / "summary.json").read_text())["agreement"] == summary["agreement"]
     # the replay of the logged A/B reproduced every served list (same models and indexes)
