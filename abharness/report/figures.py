@@ -125,8 +125,8 @@ def guardrail_figure(guardrails: Mapping[str, Mapping[str, Any]], alpha: float) 
                       annotation_text="margin", annotation_font_color=MARGIN)
     fig.update_layout(title="Guardrails: harm against the non-inferiority margin (right of the red line = harm "
                       "beyond the margin)", height=height, barmode="overlay",
-                      margin={"t": 80, "b": 20, "l": 10, "r": 10},
-                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+                      margin={"t": 80, "b": 60, "l": 10, "r": 10},
+                      legend={"orientation": "h", "y": -0.04, "yanchor": "top", "x": 0, "xanchor": "left"})
     fig.update_annotations(font_size=12)
     return figure_html(fig)
 
