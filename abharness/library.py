@@ -61,7 +61,13 @@ def open_store(location: str | Path, *, create: bool = False) -> EventStore:
 def load_config(path: str | Path, *, insecure_dev: bool = True) -> ExperimentConfig:
     """Read an experiment YAML (paths inside it resolve relative to the file). Secrets are not required here,
     since a notebook only reads arms, roles and weights; pass ``insecure_dev=False`` to check them as ``serve``
-    does."""
+    does.
+
+    Example::
+
+        cfg = abharness.load_config("examples/experiment.yaml")
+        cfg.control, cfg.treatments, cfg.ordered_weights()
+    """
     from abharness.config import load_config as _load
 
     return _load(path, insecure_dev=insecure_dev)
