@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from abharness.api.admin import admin_router
 from abharness.api.browser import BeaconMiddleware, PublicCORSMiddleware, browser_router
+from abharness.api.docs import install_offline_docs
 from abharness.api.routes import RequestError, router
 from abharness.backends.base import SearchBackend
 from abharness.backends.factory import UnavailableBackend, build_backends, open_arm_backend
@@ -335,7 +336,7 @@ def create_app(
         title="abharness proxy",
         version="1",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # /docs and /redoc are served offline by install_offline_docs below
         redoc_url=None,
     )
     app.state.registry = registry
@@ -347,6 +348,7 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(browser_router)
     install_error_handlers(app)
+    install_offline_docs(app)
     app.add_middleware(BeaconMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.limits.max_body_bytes)
     if config.cors is not None:  # outermost: a preflight is answered before any other check

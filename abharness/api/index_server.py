@@ -49,11 +49,13 @@ def create_index_server_app(
             if opened is not None:
                 opened.close()
 
-    app = FastAPI(title="abharness index server", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="abharness index server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.backend = None
     from abharness.api.app import install_error_handlers
+    from abharness.api.docs import install_offline_docs
 
     install_error_handlers(app)
+    install_offline_docs(app)
 
     def _backend(request: Request) -> SearchBackend | None:
         return getattr(request.app.state, "backend", None)

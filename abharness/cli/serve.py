@@ -103,9 +103,15 @@ def run_uvicorn(
         tmp = port_file.with_suffix(port_file.suffix + ".tmp")
         tmp.write_text(str(actual))
         tmp.replace(port_file)
-    Console(stderr=True, soft_wrap=True).print(f"listening on http://{host}:{actual}")
+    if own_logging:  # one format on stderr (a JSON line with --log-format json)
+        logging.getLogger("abharness.serve").info("listening on http://%s:%d", host, actual)
+    else:
+        Console(stderr=True, soft_wrap=True).print(f"listening on http://{host}:{actual}")
     try:
         server.run(sockets=[sock])
+    except SystemExit:  # uvicorn exits with 3 when the lifespan's start-up fails
+        if guard.error is None:
+            raise
     finally:
         sock.close()
         logging.getLogger("uvicorn.error").removeFilter(startup_filter)

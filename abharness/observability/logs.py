@@ -19,6 +19,9 @@ __all__ = ["configure_logging", "JsonFormatter", "LOG_FORMATS", "TEXT_FORMAT"]
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _EXTRA_FIELDS = ("event", "action", "actor", "arm")
+# Libraries that narrate at INFO (which CPU build of FAISS loaded, model paths, each outgoing HTTP request): kept at
+# WARNING unless the level is debug, so the server output shows the proxy's own lines.
+_CHATTY = ("faiss", "faiss.loader", "sentence_transformers", "httpx", "httpcore", "urllib3", "filelock")
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,6 +58,8 @@ def configure_logging(level: str = "info", fmt: Literal["text", "json"] | str = 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel("DEBUG" if level.upper() == "DEBUG" else max(root.level, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers.clear()
