@@ -61,13 +61,13 @@ async def test_every_admin_change_and_the_first_fallback_leave_a_log_line(store,
         for i in range(5):
             r = await client.post("/search", json={"query": "cell biology", "unit_id": f"u{i}"})
             assert r.status_code == 200 and r.json()["fallback"] is True
-        await client.post("/admin/pause", headers=AUTH, json={"actor": "alice"})
-        await client.put("/admin/overrides/u7", headers=AUTH, json={"arm": "baseline", "actor": "bob"})
+        assert (await client.post("/admin/pause", headers=AUTH)).status_code == 200
+        assert (await client.put("/admin/overrides/u7", headers=AUTH, json={"arm": "baseline"})).status_code == 200
     fallbacks = [r for r in caplog.records if getattr(r, "event", None) == "fallback"]
     assert len(fallbacks) == 1, "the first fallback is logged, the next ones within 10 s are only counted"
     assert "finetuned" in fallbacks[0].getMessage() and "baseline" in fallbacks[0].getMessage()
     admin = [r for r in caplog.records if getattr(r, "event", None) == "admin_change"]
-    assert [r.action for r in admin] == ["pause", "override_set"] and admin[1].actor == "bob"
+    assert [r.action for r in admin] == ["pause", "override_set"] and admin[1].actor
     assert "u7" in admin[1].getMessage() and "paused=True" in admin[1].getMessage()
 
 
@@ -109,7 +109,7 @@ def test_json_logs_of_a_real_server_carry_access_admin_and_fallback_lines(tmp_pa
                 except httpx.TransportError:
                     time.sleep(0.1)
             assert client.post("/search", json={"query": "cell", "unit_id": "u1"}).json()["fallback"] is True
-            assert client.post("/admin/resume", headers=AUTH, json={"actor": "carol"}).status_code == 200
+            assert client.post("/admin/resume", headers=AUTH).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
