@@ -28,6 +28,7 @@ __all__ = [
     "EventsConfig",
     "SessionCookieConfig",
     "CorsConfig",
+    "ExclusionsConfig",
     "ExperimentConfig",
     "load_config",
     "parse_config",
@@ -232,6 +233,17 @@ class CorsConfig(_Strict):
         return self
 
 
+class ExclusionsConfig(_Strict):
+    """Bot and outlier rules applied by `abharness analyze` before any statistic (abharness.analysis.exclusions)."""
+
+    max_searches_per_day: int | None = Field(None, ge=1, description="exclude units with more searches on a day")
+    min_click_delay_ms: float | None = Field(None, gt=0, description="exclude units at least half of whose clicks "
+                                             "came sooner than this after the results")
+    crawler_user_agents: bool = Field(False, description="exclude units whose user agent is a known crawler")
+    winsorize_percentile: float | None = Field(None, gt=50, lt=100, description="cap per-unit sums at this "
+                                               "percentile (e.g. 99)")
+
+
 class ExperimentConfig(_Strict):
     """One experiment served by the proxy."""
 
@@ -262,6 +274,7 @@ class ExperimentConfig(_Strict):
     unit_secret: SecretStr | None = Field(None, description="shared with the product backend (unit_auth: signed); "
                                           "or ABHARNESS_UNIT_SECRET")
     cors: CorsConfig | None = Field(None, description="browser origins allowed to call the public routes")
+    exclusions: ExclusionsConfig | None = Field(None, description="bot and outlier rules for the analysis")
     demo_page: bool = Field(False, description="serve the example search page at /demo (docs/proxy.md)")
     overrides: dict[str, str] = Field(default_factory=dict, description="unit id -> arm (QA)")
     allow_ramp_down: bool = False

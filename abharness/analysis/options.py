@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from abharness.analysis.exclusions import ExclusionRules
 from abharness.core.stats.metrics import GUARDRAIL_METRICS, METRICS, OUTCOME_METRICS, MetricSpec
 from abharness.errors import ConfigError
 
@@ -52,6 +53,7 @@ class AnalysisOptions:
     cuped: bool = True
     pre_period: PrePeriod = field(default_factory=PrePeriod)
     margins: Mapping[str, float] = field(default_factory=dict)
+    exclusions: ExclusionRules = field(default_factory=ExclusionRules)
 
     def validated(self) -> AnalysisOptions:
         """Self, after checking ranges; raises ``ConfigError`` naming the bad value and the fix."""
@@ -78,6 +80,7 @@ class AnalysisOptions:
                 raise ConfigError(f"margin for {name!r}: not a guardrail; choose from {', '.join(GUARDRAIL_METRICS)}")
             if margin <= 0:
                 raise ConfigError(f"margin for {name!r}={margin}: must be > 0")
+        self.exclusions.validated()
         if self.weights is not None and any(w < 0 for w in self.weights.values()):
             raise ConfigError(f"weights {dict(self.weights)}: must be non-negative")
         return self
@@ -100,4 +103,8 @@ class AnalysisOptions:
         if weights is None:
             raw = getattr(config, "ordered_weights", None)
             weights = raw() if callable(raw) else getattr(config, "weights", None)
-        return replace(self, control=control, weights=dict(weights) if weights is not None else None)
+        exclusions = self.exclusions
+        if not exclusions.active():
+            exclusions = ExclusionRules.from_config(getattr(config, "exclusions", None))
+        return replace(self, control=control, weights=dict(weights) if weights is not None else None,
+                       exclusions=exclusions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -57,6 +58,25 @@ def _metric_table(title: str, comps: dict[str, MetricComparison], alpha: float) 
     return [est, tests]
 
 
+def _render_exclusions(ex: Any, console: Console) -> None:
+    """Units, impressions and clicks each bot/outlier rule removed per arm, and SRM before the rules."""
+    arms = sorted(ex.units_before)
+    table = Table(title="excluded before any statistic (units / impressions / clicks)", title_justify="left")
+    table.add_column("rule")
+    for a in arms:
+        table.add_column(a, justify="right")
+    for e in ex.effects:
+        table.add_row(e.rule, *(f"{e.units.get(a, 0)} / {e.impressions.get(a, 0):.0f} / {e.clicks.get(a, 0):.0f}"
+                                for a in arms))
+    table.add_row("units before -> after", *(f"{ex.units_before.get(a, 0)} -> {ex.units_after.get(a, 0)}"
+                                             for a in arms))
+    console.print(table)
+    if ex.srm_before is not None:
+        console.print(f"SRM on all units before the rules: p={_p(ex.srm_before.p_value)} "
+                      f"({'alarm' if ex.srm_before.alarm else 'ok'}); the decision uses the filtered units",
+                      highlight=False)
+
+
 def render_report(report: AnalysisReport, console: Console) -> None:
     """Print the per-arm tables, SRM, guardrails, power, interleaving, segments, time series and the decision."""
     console.print(f"[bold]experiment[/] {report.experiment_id}   control [bold]{report.control}[/]   "
@@ -71,6 +91,8 @@ def render_report(report: AnalysisReport, console: Console) -> None:
         style = "bold red" if report.srm.alarm else "green"
         console.print(f"[{style}]SRM[/] chi2={_num(report.srm.statistic)} p={_p(report.srm.p_value)}: "
                       f"{report.srm.message}", highlight=False)
+    if report.exclusions is not None:
+        _render_exclusions(report.exclusions, console)
     for t, comps in report.by_treatment.items():
         for table in _metric_table(f"{t} vs {report.control} (primary {report.primary})", comps, report.alpha):
             console.print(table)

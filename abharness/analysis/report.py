@@ -139,6 +139,7 @@ class AnalysisReport:
     diagnostics: tuple[str, ...] = field(default_factory=tuple)
     traffic: tuple[TrafficBucket, ...] = ()
     traffic_bucket_s: float = 86_400.0
+    exclusions: Any = None  # abharness.analysis.exclusions.ExclusionSummary when rules were applied
 
     @property
     def exit_code(self) -> int:

@@ -22,6 +22,7 @@ from abharness.analysis.loading import (
     moments_for,
     with_covariates,
 )
+from abharness.analysis.exclusions import apply_exclusions
 from abharness.analysis.options import AnalysisOptions
 from abharness.analysis.report import AnalysisReport, CupedSummary, PowerSummary
 from abharness.analysis.sections import cumulative_timeseries, segment_breakdown, traffic_buckets
@@ -107,6 +108,15 @@ def analyze(
         raise AnalysisError(f"experiment {experiment_id!r} has no A/B or interleaved impressions in the window "
                             f"{_window_text(since, until)}: widen --since/--until")
     diagnostics: list[str] = []
+    exclusion = None
+    if opts.exclusions.active() and table.rows:
+        say("applying the bot and outlier rules")
+        table, exclusion = apply_exclusions(store, experiment_id, table, opts.exclusions, since=since, until=until)
+        if table.rows == 0:
+            raise AnalysisError(f"the exclusion rules removed every unit of {experiment_id!r} "
+                                f"({[e.rule for e in exclusion.effects]}): loosen them")
+        diagnostics.append("bot/outlier rules applied to the A/B comparison, SRM, CUPED and power; the segment "
+                           "breakdown, time series and interleaving read all units")
     if table.rows == 0:
         return _interleaving_only(store, experiment_id, since, until, opts, inter, diagnostics)
 
@@ -137,6 +147,9 @@ def analyze(
         diagnostics.append("allocation weights not given (--weights or --config): SRM assumes an equal split")
     try:
         srm = srm_test(units, weights)
+        if exclusion is not None:  # SRM on all units too: a rule that hits one arm harder shows up here
+            exclusion = dataclasses.replace(exclusion, srm_before=srm_test(
+                {a: n for a, n in exclusion.units_before.items() if a in weights}, weights))
     except ValueError as exc:
         raise ConfigError(f"SRM check: {exc}; pass --weights for every arm with data") from None
 
@@ -203,7 +216,7 @@ def analyze(
         by_treatment=by_treatment, primary=opts.primary, power=power, cuped=cuped, interleaving=interleaving,
         segments=segments, timeseries=timeseries, decision=decision.decision, reasons=decision.reasons,
         basis=opts.basis, alpha=opts.alpha, diagnostics=tuple(dict.fromkeys(diagnostics)), traffic=traffic,
-        traffic_bucket_s=bucket_s,
+        traffic_bucket_s=bucket_s, exclusions=exclusion,
     )
 
 

@@ -136,7 +136,11 @@ async def search(body: SearchRequest, request: Request, response: Response, serv
         raise RequestError(422, "k_too_large", f"k is {body.k}; the limit is limits.max_k={limits.max_k}")
     unit_id = _resolve_unit(body, request, response, service)
     offset, page = _page_of(body, unit_id, service)
-    out = await service.search(body.query, unit_id, body.k, body.context, offset=offset, page=page)
+    context = dict(body.context or {})
+    agent = request.headers.get("user-agent")
+    if agent and "user_agent" not in context:  # for the crawler rule of the analysis (a caller may pass the user's)
+        context["user_agent"] = agent[:256]
+    out = await service.search(body.query, unit_id, body.k, context, offset=offset, page=page)
     return SearchResponse(
         impression_id=out.impression_id,
         impression_token=out.impression_token,

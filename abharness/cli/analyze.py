@@ -86,6 +86,14 @@ def analyze_command(
     margin: Annotated[Optional[list[str]], typer.Option(help="Guardrail margins, e.g. latency_ms=0.1 (relative), "
                                                              "error_rate=0.005, fallback_rate=0.01 (absolute).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    max_searches_per_day: Annotated[Optional[int], typer.Option(help="Exclude units with more searches than this "
+                                                                "on any UTC day (bots, scrapers).")] = None,
+    min_click_ms: Annotated[Optional[float], typer.Option(help="Exclude units at least half of whose clicks came "
+                                                          "sooner than this many ms after the results.")] = None,
+    exclude_crawlers: Annotated[bool, typer.Option("--exclude-crawlers", help="Exclude units whose recorded user "
+                                                   "agent is on the crawlerdetect list.")] = False,
+    winsorize: Annotated[Optional[float], typer.Option(help="Cap every per-unit sum at this percentile (e.g. 99) "
+                                                       "before the statistics.")] = None,
     serve_metrics: Annotated[bool, typer.Option("--serve-metrics", help="Instead of printing once, re-run the "
                                                 "analysis every --interval seconds and export lift, always-valid "
                                                 "bounds, p-values, SRM and the decision as Prometheus gauges on "
@@ -106,6 +114,7 @@ def analyze_command(
     unit-clustered (delta-method) tests, CUPED, always-valid p-values, SRM, guardrails, power and interleaving,
     then ONE decision. Exit 0 = ship, 10 = keep-running, 20 = rollback, 2 = usage or data error."""
     from abharness.analysis import AnalysisOptions, PrePeriod, analyze
+    from abharness.analysis.exclusions import ExclusionRules
     from abharness.analysis.render import render_report
     from abharness.library import open_store
 
@@ -124,6 +133,7 @@ def analyze_command(
                              parse_time(pre_until, "--pre-until"),
                              tuple(m.strip() for m in pre_modes.split(",") if m.strip())),
         margins=parse_pairs(margin, "--margin"),
+        exclusions=ExclusionRules(max_searches_per_day, min_click_ms, exclude_crawlers, winsorize),
     )
     offline = _offline_evidence(evaluation, replay_report, html)
     st = open_store(store)  # never creates or migrates: analysis only reads

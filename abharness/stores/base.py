@@ -97,6 +97,18 @@ class EventStore(Protocol):
         """(bucket start, arm, distinct units, impressions) per time bucket of ``bucket_s`` seconds aligned to
         the unix epoch (UTC days by default), ordered by bucket then arm, computed in SQL."""
 
+    def unit_activity(
+        self,
+        experiment_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        fast_click_s: float = 0.0,
+        modes: Sequence[str] = ("ab",),
+    ) -> list[tuple[str, str, int, int, int]]:
+        """(unit, arm, most searches on one UTC day, clicks, clicks within ``fast_click_s`` of their impression) per
+        (unit, arm), computed in SQL: the evidence the bot rules of the analysis read."""
+
     def iter_impressions(
         self,
         experiment_id: str,

@@ -373,6 +373,20 @@ class PostgresStore:
         rows = self._stream("reading the fingerprints per deployment", sql, params)
         return [(str(f), float(a), float(b), int(n)) for f, a, b, n in rows]
 
+    def unit_activity(
+        self, experiment_id: str, *, since: float | None = None, until: float | None = None,
+        fast_click_s: float = 0.0, modes: Sequence[str] = ("ab",),
+    ) -> list[tuple[str, str, int, int, int]]:
+        """(unit, arm, most searches on one UTC day, clicks, fast clicks) per (unit, arm), in SQL."""
+        if not modes:
+            return []
+        sql = queries.to_pyformat(queries.unit_activity_sql("postgresql", since=since, until=until,
+                                                             n_modes=len(modes)))
+        params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=modes)
+        params["fast_s"] = float(fast_click_s)
+        rows = self._stream("reading unit activity", sql, params)
+        return [(str(u), str(a), int(d), int(c), int(f)) for u, a, d, c, f in rows]
+
     def interleave_aggregates(
         self, experiment_id: str, *, since: float | None = None, until: float | None = None
     ) -> Iterator[InterleaveUnitAggregate]:

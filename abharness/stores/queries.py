@@ -34,6 +34,7 @@ __all__ = [
     "rows_to_unit_aggregates",
     "rows_to_interleave_aggregates",
     "traffic_counts_sql",
+    "unit_activity_sql",
 ]
 
 _PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
@@ -309,3 +310,30 @@ def iter_impression_pages(
             return
         sql = _NEXT_PAGE
         params = {**params, "cursor_ts": float(rows[-1]["ts"]), "cursor_id": rows[-1]["impression_id"]}
+
+
+def unit_activity_sql(dialect: Dialect, *, since: float | None, until: float | None, n_modes: int) -> str:
+    """SQL returning (unit_id, arm, max searches on one UTC day, clicks, clicks sooner than ``:fast_s`` seconds
+    after their impression) per (unit, arm): the evidence of the bot rules (``abharness.analysis.exclusions``)."""
+    modes_sql = ", ".join(f":mode{i}" for i in range(n_modes))
+    day = "CAST(ts / 86400 AS INTEGER)" if dialect == "sqlite" else "CAST(FLOOR(ts / 86400) AS BIGINT)"
+    return f"""
+WITH imp AS (
+    SELECT impression_id, unit_id, arm, ts FROM impressions WHERE {_window("", since, until, modes_sql)}
+),
+daily AS (
+    SELECT unit_id, arm, MAX(n) AS max_daily
+    FROM (SELECT unit_id, arm, {day} AS day, COUNT(*) AS n FROM imp GROUP BY unit_id, arm, {day}) AS d
+    GROUP BY unit_id, arm
+),
+fast AS (
+    SELECT imp.unit_id, imp.arm, COUNT(*) AS clicks,
+           SUM(CASE WHEN c.ts - imp.ts < :fast_s THEN 1 ELSE 0 END) AS fast_clicks
+    FROM clicks c JOIN imp ON c.impression_id = imp.impression_id
+    WHERE c.experiment_id = :experiment_id
+    GROUP BY imp.unit_id, imp.arm
+)
+SELECT daily.unit_id, daily.arm, daily.max_daily, COALESCE(fast.clicks, 0), COALESCE(fast.fast_clicks, 0)
+FROM daily LEFT JOIN fast ON fast.unit_id = daily.unit_id AND fast.arm = daily.arm
+ORDER BY 1, 2
+"""

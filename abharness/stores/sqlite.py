@@ -409,6 +409,19 @@ class SQLiteStore:
         params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=modes)
         return [(str(f), float(a), float(b), int(n)) for f, a, b, n in self._stream(sql, params)]
 
+    def unit_activity(
+        self, experiment_id: str, *, since: float | None = None, until: float | None = None,
+        fast_click_s: float = 0.0, modes: Sequence[str] = ("ab",),
+    ) -> list[tuple[str, str, int, int, int]]:
+        """(unit, arm, most searches on one UTC day, clicks, fast clicks) per (unit, arm), in SQL."""
+        if not modes:
+            return []
+        sql = queries.unit_activity_sql("sqlite", since=since, until=until, n_modes=len(modes))
+        params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=modes)
+        params["fast_s"] = float(fast_click_s)
+        rows = self._stream(sql, params)
+        return [(str(u), str(a), int(d), int(c), int(f)) for u, a, d, c, f in rows]
+
     def interleave_aggregates(
         self, experiment_id: str, *, since: float | None = None, until: float | None = None
     ) -> Iterator[InterleaveUnitAggregate]:

@@ -160,6 +160,9 @@ class MemoryStore:
     def interleave_aggregates(self, experiment_id: str, **kwargs: object) -> Iterator[InterleaveUnitAggregate]:
         raise NotImplementedError("MemoryStore has no SQL aggregates; use abharness.stores.open_store('sqlite:///:memory:')")
 
+    def unit_activity(self, experiment_id: str, **kwargs: object) -> list[tuple[str, str, int, int, int]]:
+        raise NotImplementedError("MemoryStore has no SQL aggregates; use abharness.stores.open_store('sqlite:///:memory:')")
+
     def traffic_counts(self, experiment_id: str, **kwargs: object) -> list[tuple[float, str, int, int]]:
         raise NotImplementedError("MemoryStore has no SQL aggregates; use abharness.stores.open_store('sqlite:///:memory:')")
 

@@ -114,3 +114,13 @@ async def test_script_always_served_demo_only_when_enabled(backends, store, writ
     async with serving(_app(cfg, backends, store, writer)) as client:
         page = await client.get("/demo")
         assert page.status_code == 200 and 'src="/static/abharness.js"' in page.text
+
+
+async def test_search_records_the_user_agent_for_the_crawler_rule(backends, store, writer):
+    async with serving(_app(make_config(), backends, store, writer)) as client:
+        r = await client.post("/search", json={"query": "cell", "unit_id": "u1"},
+                              headers={"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1)"})
+        own = await client.post("/search", json={"query": "cell", "unit_id": "u2",
+                                                 "context": {"user_agent": "the user's browser"}})
+    assert store.impressions[r.json()["impression_id"]].context["user_agent"].startswith("Mozilla/5.0 (compatible")
+    assert store.impressions[own.json()["impression_id"]].context["user_agent"] == "the user's browser"
