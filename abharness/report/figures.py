@@ -23,6 +23,7 @@ __all__ = [
     "interleaving_figure",
     "interval_figure",
     "iso",
+    "exclusions_figure",
     "power_figure",
     "segment_figure",
     "timeseries_figure",
@@ -191,6 +192,15 @@ def traffic_figures(buckets: Sequence[Mapping[str, Any]], planned: Mapping[str, 
                         barmode="stack", barnorm="fraction", height=300, margin={"t": 40, "b": 30, "l": 60, "r": 10},
                         yaxis={"tickformat": ".0%", "range": [0, 1]}, legend={"orientation": "h", "y": -0.25})
     return [figure_html(counts), figure_html(share)]
+
+
+def exclusions_figure(effects: Sequence[Mapping[str, Any]], arms: Sequence[str]) -> str:
+    """Units each filter rule took out, per arm (grouped bars)."""
+    fig = go.Figure([go.Bar(x=[e["rule"] for e in effects], y=[e["units"].get(a, 0) for e in effects], name=a,
+                            marker_color=ARM_COLOURS[i % len(ARM_COLOURS)]) for i, a in enumerate(arms)])
+    fig.update_layout(title="Units excluded per rule and arm", barmode="group", height=300,
+                      margin={"t": 40, "b": 30, "l": 50, "r": 10}, legend={"orientation": "h", "y": -0.2})
+    return figure_html(fig)
 
 
 def power_figure(power: Sequence[Mapping[str, Any]]) -> str:

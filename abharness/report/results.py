@@ -86,6 +86,29 @@ def _generic_rows(value: Any) -> tuple[list[str], list[list[Any]]]:
     return ["value"], [[_cell(value)]]
 
 
+def _exclusions_view(ex: Any) -> dict[str, Any]:
+    """The bot/outlier filters' effect (``ExclusionSummary`` as JSON: per rule units / impressions / clicks per
+    arm, units before and after, SRM on all units before the rules); any other shape as a generic table."""
+    if not (isinstance(ex, Mapping) and isinstance(ex.get("effects"), list) and "units_before" in ex):
+        headers, rows = _generic_rows(ex)
+        return {"headers": headers, "rows": rows, "notes": [], "figure": None}
+    arms = sorted(ex["units_before"])
+    rows = [[e["rule"], *(f"{e['units'].get(a, 0):,} / {fmt_num(e['impressions'].get(a, 0), ',.0f')} / "
+                          f"{fmt_num(e['clicks'].get(a, 0), ',.0f')}" for a in arms)] for e in ex["effects"]]
+    rows.append(["units before → after", *(f"{ex['units_before'].get(a, 0):,} → {ex['units_after'].get(a, 0):,}"
+                                           for a in arms)])
+    notes = []
+    rules = {k: v for k, v in (ex.get("rules") or {}).items() if v not in (None, False)}
+    if rules:
+        notes.append("rules: " + ", ".join(f"{k}={v}" for k, v in rules.items()))
+    srm = ex.get("srm_before")
+    if srm:
+        notes.append(f"SRM on all units before the rules: p = {fmt_p(srm.get('p_value'))} "
+                     f"({'ALARM' if srm.get('alarm') else 'ok'}); every statistic above uses the filtered units")
+    return {"headers": ["rule", *(f"{a} (units / impressions / clicks)" for a in arms)], "rows": rows,
+            "notes": notes, "figure": figures.exclusions_figure(ex["effects"], arms) if ex["effects"] else None}
+
+
 def _cell(v: Any) -> str:
     if isinstance(v, float):
         return fmt_num(v)
@@ -192,7 +215,7 @@ def results_context(report: Mapping[str, Any], *, offline: Sequence[Mapping[str,
                           *(_metric_rows({primary: s["metrics"][primary]})[0][1:8])]
                          for s in segments if primary in s["metrics"]],
         "segment_figure": figures.segment_figure(segments, primary, alpha) if segments else None,
-        "exclusions": _generic_rows(d["exclusions"]) if d.get("exclusions") else None,
+        "exclusions": _exclusions_view(d["exclusions"]) if d.get("exclusions") else None,
         "offline": list(offline),
         "diagnostics": list(d.get("diagnostics") or []),
         "live": live,

@@ -53,3 +53,21 @@ def artifacts_dir(tmp_path: Path) -> Path:
 
     base = os.environ.get("ABHARNESS_ARTIFACTS")
     return Path(base) if base else tmp_path
+
+
+@pytest.fixture
+def exclusion_summary() -> dict:
+    """The JSON form of ``abharness.analysis.exclusions.ExclusionSummary`` (bot and outlier filters' effect)."""
+    return {
+        "rules": {"max_searches_per_day": 200, "min_click_delay_ms": None, "crawler_user_agents": True,
+                  "winsorize_percentile": None},
+        "effects": [{"rule": "crawler_user_agents", "units": {"baseline": 12, "finetuned": 9},
+                     "impressions": {"baseline": 340.0, "finetuned": 250.0},
+                     "clicks": {"baseline": 0.0, "finetuned": 1.0}},
+                    {"rule": "max_searches_per_day", "units": {"baseline": 3, "finetuned": 1},
+                     "impressions": {"baseline": 2_100.0, "finetuned": 900.0},
+                     "clicks": {"baseline": 5.0, "finetuned": 2.0}}],
+        "units_before": {"baseline": 1_521, "finetuned": 1_504},
+        "units_after": {"baseline": 1_506, "finetuned": 1_494},
+        "srm_before": {"p_value": 0.74, "alarm": False},
+    }

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from abharness.cli.main import build_app
 from abharness.core.events import AuditEntry
+from abharness.report.results import offline_verdicts, write_results_html
 from abharness.stores import open_store
 from abharness.testing.browser import browser, check_page, chromium_or_skip
 
@@ -24,6 +25,7 @@ _BANNER = """() => { const b = document.querySelector('#srm-banner'); if (!b) re
   window.scrollTo(0, 0); return {h: r.height, w: r.width, bg: getComputedStyle(b).backgroundColor, top: r.top,
   top_scrolled: s}; }"""
 _DECISION = "() => document.querySelector('#decision-badge')?.dataset.decision ?? null"
+_TICKS = "() => [...document.querySelectorAll('#over-time .xtick text')].map(t => t.textContent)"
 
 
 def _assert_page(check, *, decision: str, srm: bool, min_figures: int) -> None:
@@ -42,7 +44,8 @@ def _assert_page(check, *, decision: str, srm: bool, min_figures: int) -> None:
     assert check.screenshot.stat().st_size > 50_000
 
 
-def test_results_pages_from_disk_render_in_chromium(stores, artifacts_dir: Path, tmp_path: Path) -> None:
+def test_results_pages_from_disk_render_in_chromium(stores, reports, exclusion_summary, artifacts_dir: Path,
+                                                    tmp_path: Path) -> None:
     exe = chromium_or_skip()
     runner = CliRunner()
     pages = {}
@@ -53,12 +56,18 @@ def test_results_pages_from_disk_render_in_chromium(stores, artifacts_dir: Path,
                                           str(out)])
         assert res.exit_code == exit_code, res.output
         pages[name] = (out / "index.html", decision)
+    # every optional section at once: excluded units (bot filters) and offline verdicts beside the online one
+    full = write_results_html({**reports.ok.to_dict(), "exclusions": exclusion_summary}, tmp_path / "full",
+                              offline=offline_verdicts(replay={"experiment_id": "exp-ok", "agreement": []}))
+    pages["full"] = (full, "ship")
     with browser(exe) as b:
         for name, (path, decision) in pages.items():
             check = check_page(b, path.as_uri(), artifacts_dir / f"results-{name}-from-disk.png",
-                               evaluate={"decision": _DECISION, "banner": _BANNER})
-            _assert_page(check, decision=decision, srm=name == "srm", min_figures=7)
-            assert "2026-" in check.text  # dates on the page
+                               evaluate={"decision": _DECISION, "banner": _BANNER, "ticks": _TICKS})
+            _assert_page(check, decision=decision, srm=name == "srm", min_figures=9 if name == "full" else 7)
+            ticks = " ".join(check.extra["ticks"])  # the lift-over-time axis shows dates, not unix seconds
+            assert "2026" in ticks and "17800" not in ticks, ticks
+        assert "Excluded units" in check.text and "replay of exp-ok" in check.text
 
 
 def test_live_pages_render_and_refresh_in_chromium(stores, artifacts_dir: Path, tmp_path: Path) -> None:

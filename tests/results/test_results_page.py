@@ -75,14 +75,16 @@ def test_the_page_renders_the_dict_it_is_given_and_computes_nothing(reports) -> 
     assert 'data-decision="rollback"' in render_results_html(d)
 
 
-def test_excluded_units_section_appears_when_the_report_carries_exclusions(reports) -> None:
+def test_excluded_units_section_appears_when_the_report_carries_exclusions(reports, exclusion_summary) -> None:
     d = reports.ok.to_dict()
     assert 'data-section="exclusions"' not in render_results_html(d)
-    d = {**d, "exclusions": {"bot user agent": {"units": 12, "impressions": 340},
-                             "too many searches": {"units": 3, "impressions": 2_100}}}
-    page = render_results_html(d)
-    assert 'data-section="exclusions"' in page
-    assert "bot user agent" in page and "2100" in _text(page)
+    page = render_results_html({**d, "exclusions": exclusion_summary})
+    text = _text(page)
+    assert 'data-section="exclusions"' in page and page.count('class="plotly-graph-div') == 9
+    assert "crawler_user_agents" in text and "12 / 340 / 0" in text and "3 / 2,100 / 5" in text
+    assert "1,521 → 1,506" in text and "p = 0.7400 (ok)" in text and "max_searches_per_day=200" in text
+    other = _text(render_results_html({**d, "exclusions": {"bots": {"units": 7}}}))  # any other shape: a table
+    assert "bots" in other and "7" in other
 
 
 def test_offline_verdicts_sit_beside_the_online_one(reports) -> None:
