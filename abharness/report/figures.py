@@ -19,11 +19,11 @@ from abharness.report.html import figure_html
 
 __all__ = [
     "ARM_COLOURS",
+    "exclusions_figure",
     "guardrail_figure",
     "interleaving_figure",
     "interval_figure",
     "iso",
-    "exclusions_figure",
     "power_figure",
     "segment_figure",
     "timeseries_figure",
