@@ -25,7 +25,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request
 
 from abharness.api.routes import RequestError, Service
-from abharness.api.schemas import AllocationRequest, KillRequest, OverrideRequest
+from abharness.api.schemas import AllocationRequest, KillRequest, OverrideRequest, error_responses
 from abharness.core.assignment import allocation, is_ramp_up
 from abharness.serve.service import ProxyService
 
@@ -52,7 +52,9 @@ def require_admin(request: Request, authorization: Annotated[str | None, Header(
 
 Actor = Annotated[str, Depends(require_admin)]
 
-admin_router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+admin_router = APIRouter(
+    prefix="/admin", dependencies=[Depends(require_admin)], responses=error_responses(400, 401, 403, 422, 503)
+)
 
 
 def _state(service: ProxyService) -> dict[str, Any]:
@@ -77,7 +79,7 @@ async def get_allocation(service: Service) -> dict[str, Any]:
     return {"weights": service.state.weights, "paused": service.state.paused, "killed": service.state.killed}
 
 
-@admin_router.put("/allocation")
+@admin_router.put("/allocation", responses=error_responses(409, 413, 422))
 async def put_allocation(body: AllocationRequest, service: Service, actor: Actor) -> dict[str, Any]:
     """Change the weights (a ramp). Lowering a treatment needs ``allow_decrease: true``."""
     arms = set(service.state.weights)
@@ -115,7 +117,7 @@ async def resume(service: Service, actor: Actor) -> dict[str, Any]:
     return _state(service)
 
 
-@admin_router.post("/kill")
+@admin_router.post("/kill", responses=error_responses(413, 422))
 async def kill(body: KillRequest, service: Service, actor: Actor) -> dict[str, Any]:
     """Kill switch: control only, treatment backends are no longer called; stays on until DELETE /admin/kill."""
     await service.admin_change("kill", actor, {"reason": body.reason})
@@ -135,7 +137,7 @@ async def overrides(service: Service) -> dict[str, str]:
     return dict(service.state.overrides)
 
 
-@admin_router.put("/overrides/{unit_id}")
+@admin_router.put("/overrides/{unit_id}", responses=error_responses(413, 422))
 async def set_override(unit_id: str, body: OverrideRequest, service: Service, actor: Actor) -> dict[str, Any]:
     """Force ``unit_id`` into ``arm``."""
     if body.arm not in service.state.weights:
@@ -144,7 +146,7 @@ async def set_override(unit_id: str, body: OverrideRequest, service: Service, ac
     return _state(service)
 
 
-@admin_router.delete("/overrides/{unit_id}")
+@admin_router.delete("/overrides/{unit_id}", responses=error_responses(404, 422))
 async def clear_override(unit_id: str, service: Service, actor: Actor) -> dict[str, Any]:
     """Remove the override of ``unit_id``."""
     if unit_id not in service.state.overrides:

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from abharness.api.admin import admin_router
+from abharness.api.openapi import install_openapi
 from abharness.api.browser import BeaconMiddleware, PublicCORSMiddleware, browser_router
 from abharness.api.docs import install_offline_docs
 from abharness.api.routes import RequestError, router
@@ -349,6 +350,7 @@ def create_app(
     app.include_router(browser_router)
     install_error_handlers(app)
     install_offline_docs(app)
+    install_openapi(app, config)
     app.add_middleware(BeaconMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.limits.max_body_bytes)
     if config.cors is not None:  # outermost: a preflight is answered before any other check

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from abharness.api.schemas import (
@@ -19,9 +19,12 @@ from abharness.api.schemas import (
     EventResult,
     EventsRequest,
     EventsResponse,
+    HealthBody,
+    ReadyBody,
     SearchRequest,
     SearchResponse,
     SearchResult,
+    error_responses,
 )
 from abharness.core.paging import InvalidPageToken, PageState, verify_page
 from abharness.core.tokens import InvalidToken
@@ -120,7 +123,7 @@ def _page_of(body: SearchRequest, unit_id: str, service: ProxyService) -> tuple[
     return offset, page
 
 
-@router.post("/search", response_model=SearchResponse)
+@router.post("/search", response_model=SearchResponse, responses=error_responses(400, 403, 413, 422, 503))
 async def search(body: SearchRequest, request: Request, response: Response, service: Service) -> SearchResponse:
     """Route one search (ab / interleave / shadow) and return the shown list with a signed impression token."""
     limits = service.config.limits
@@ -159,7 +162,7 @@ async def search(body: SearchRequest, request: Request, response: Response, serv
     )
 
 
-@router.post("/click", response_model=ClickResponse)
+@router.post("/click", response_model=ClickResponse, responses=error_responses(400, 403, 413, 422, 503))
 async def click(body: ClickRequest, service: Service) -> ClickResponse:
     """Record a click on a shown result; the token must verify and the doc must have been shown at ``position``."""
     out = await service.click(body.impression_token, body.doc_id, body.position, body.dwell_ms)
@@ -171,7 +174,8 @@ async def click(body: ClickRequest, service: Service) -> ClickResponse:
 _EVENTS_BODY = {"requestBody": {"content": {"text/plain": {"schema": {"$ref": "#/components/schemas/EventsRequest"}}}}}
 
 
-@router.post("/events", response_model=EventsResponse, openapi_extra=_EVENTS_BODY)
+@router.post("/events", response_model=EventsResponse, openapi_extra=_EVENTS_BODY,
+             responses=error_responses(400, 413, 422, 503))
 async def events(body: EventsRequest, service: Service) -> EventsResponse:
     """A batch of browser events: clicks, results seen, dwell times. Accepts ``application/json`` and the
     ``text/plain`` body of ``navigator.sendBeacon``. Each is validated on its own; the response lists every
@@ -210,13 +214,13 @@ async def events(body: EventsRequest, service: Service) -> EventsResponse:
     )
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=HealthBody)
 async def healthz() -> dict[str, str]:
     """The process is alive (no dependency checks)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=ReadyBody, responses={503: {"model": ReadyBody, "description": "Not ready"}})
 async def readyz(request: Request) -> JSONResponse:
     """Ready when indexes are loaded and the store answers; 503 with the problems otherwise."""
     service: ProxyService | None = getattr(request.app.state, "service", None)
@@ -228,7 +232,11 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "arms": list(service.backends), "degraded": degraded})
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics", response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                     "description": "Prometheus text exposition format 0.0.4"}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition of the app's own registry."""
     data = await anyio.to_thread.run_sync(generate_latest, request.app.state.registry)

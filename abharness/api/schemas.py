@@ -21,6 +21,10 @@ __all__ = [
     "KillRequest",
     "OverrideRequest",
     "ErrorBody",
+    "FieldError",
+    "ReadyBody",
+    "HealthBody",
+    "error_responses",
 ]
 
 ContextValue = str | int | float | bool
@@ -142,6 +146,48 @@ class OverrideRequest(_Body):
     arm: str
 
 
+class FieldError(BaseModel):
+    field: str = Field(description="dotted location, e.g. body.k")
+    message: str
+    type: str
+
+
 class ErrorBody(BaseModel):
-    error: str
+    """Every 4xx/5xx body: a stable ``error`` code and a ``detail`` sentence naming the value and the fix."""
+
+    error: str = Field(description="stable code, e.g. invalid_request, invalid_click, control_unavailable")
     detail: str
+    reason: str | None = Field(None, description="invalid_click: forged, expired, mismatch or unknown_doc")
+    error_id: str | None = Field(None, description="quote it to the operator: the server log has the details")
+    errors: list[FieldError] | None = Field(None, description="invalid_request: one entry per invalid field")
+
+
+class ReadyBody(BaseModel):
+    """/readyz: 200 when ready (possibly with degraded treatment arms served by control), 503 otherwise."""
+
+    status: Literal["ready", "not_ready", "starting"]
+    arms: list[str] | None = None
+    problems: dict[str, str] | None = None
+    degraded: dict[str, str] | None = None
+
+
+class HealthBody(BaseModel):
+    status: Literal["ok"]
+
+
+_DESCRIPTIONS = {
+    400: "Bad request (a required value is missing)",
+    401: "Missing bearer token",
+    403: "Forbidden (bad token or signature)",
+    404: "Not found",
+    409: "Conflict with the current state (e.g. a ramp down without allow_decrease)",
+    413: "Request body or batch too large",
+    415: "Unsupported content type",
+    422: "Invalid request (fields named in errors/detail)",
+    503: "Not ready, the control arm failed, or the event queue is full (Retry-After)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI ``responses`` entries for ``statuses``, all with the ``ErrorBody`` model."""
+    return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in statuses}
