@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from abharness.analysis.report import AnalysisReport
+from abharness.analysis.report import AnalysisReport, duration_text
+from abharness.analysis.usecase import iso_time
 from abharness.core.stats.compare import MetricComparison
 
 __all__ = ["render_report"]
@@ -81,6 +82,12 @@ def render_report(report: AnalysisReport, console: Console) -> None:
     """Print the per-arm tables, SRM, guardrails, power, interleaving, segments, time series and the decision."""
     console.print(f"[bold]experiment[/] {report.experiment_id}   control [bold]{report.control}[/]   "
                   f"treatments {', '.join(report.treatments)}   basis {report.basis}, alpha {report.alpha}")
+    if report.since is not None or report.until is not None:
+        console.print(f"window {iso_time(report.since) if report.since is not None else 'start'} to "
+                      f"{iso_time(report.until) if report.until is not None else 'now'}", highlight=False)
+    if report.power and math.isfinite(report.power[0].observed_days):
+        console.print(f"data span {duration_text(report.power[0].observed_days * 86_400)} (first to last unit seen)",
+                      highlight=False)
     arms = Table(title="arms", title_justify="left")
     for col in ("arm", "units", "impressions"):
         arms.add_column(col, justify="right")
@@ -126,7 +133,7 @@ def render_report(report: AnalysisReport, console: Console) -> None:
             mde_now = _pct(p.mde_relative) if math.isfinite(p.mde_relative) else _num(p.mde_absolute)
             pw.add_row(p.metric, p.treatment, str(p.current_units), tgt, _num(p.power_now, ".0%"),
                        _num(p.required_units, ",.0f"), mde_now, _num(p.design_effect, ".2f"),
-                       _num(p.units_per_day, ",.0f"), _num(p.days_still_needed, ".1f"))
+                       _num(p.units_per_day, ",.0f") if math.isfinite(p.units_per_day) else "n/a", p.days_text)
         console.print(pw)
     if report.cuped is not None:
         console.print(f"CUPED: {report.cuped.note}", highlight=False)
@@ -146,10 +153,10 @@ def render_report(report: AnalysisReport, console: Console) -> None:
             console.print(table)
     if report.timeseries:
         ts = Table(title=f"cumulative lift of {report.primary} over time", title_justify="left")
-        for col in ("until (unix s)", "units", "lift", "rel. lift", "CI", "always-valid bounds", "always-valid p"):
+        for col in ("until (UTC)", "units", "lift", "rel. lift", "CI", "always-valid bounds", "always-valid p"):
             ts.add_column(col, justify="right")
         for p in report.timeseries:
-            ts.add_row(f"{p.until:.0f}", str(p.units), _num(p.lift, "+.4g"), _pct(p.relative_lift),
+            ts.add_row(iso_time(p.until).replace("T", " "), str(p.units), _num(p.lift, "+.4g"), _pct(p.relative_lift),
                        f"[{_num(p.lower)}, {_num(p.upper)}]", f"[{_num(p.seq_lower)}, {_num(p.seq_upper)}]",
                        _p(p.always_valid_p))
         console.print(ts)

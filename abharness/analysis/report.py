@@ -12,7 +12,20 @@ from abharness.core.stats.interleaving import InterleavingResult
 from abharness.core.stats.srm import SRMResult
 
 __all__ = ["AnalysisReport", "PowerSummary", "TimePoint", "CupedSummary", "SegmentBreakdown", "TrafficBucket",
-           "jsonable"]
+           "jsonable", "duration_text"]
+
+
+def duration_text(seconds: float) -> str:
+    """A duration a person reads: '10 s', '4.5 min', '3.2 h', '2.5 days'."""
+    if not math.isfinite(seconds):
+        return "n/a"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} days"
 
 
 def jsonable(value: Any) -> Any:
@@ -53,6 +66,19 @@ class PowerSummary:
     units_per_day: float
     days_still_needed: float
     design_effect: float | None = None
+    observed_days: float = float("nan")
+
+    @property
+    def days_text(self) -> str:
+        """What the power table shows for the days still needed, honest about short tests."""
+        short = math.isfinite(self.observed_days) and self.observed_days < 1.0
+        if self.days_still_needed == 0.0:
+            return "0 (enough units)" + (f"; only {duration_text(self.observed_days * 86_400)} of data" if short else "")
+        if short or math.isnan(self.days_still_needed):
+            return "n/a: less than a day of data"
+        if math.isinf(self.days_still_needed):
+            return "never: no new units arrive"
+        return f"{self.days_still_needed:.1f}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from abharness.analysis.deployments import deployment_changes, describe_changes
 from abharness.analysis.loading import (
     ALL_COLUMNS,
     load_interleave,
@@ -28,7 +29,6 @@ from abharness.analysis.report import AnalysisReport, CupedSummary, PowerSummary
 from abharness.analysis.sections import cumulative_timeseries, segment_breakdown, traffic_buckets
 from abharness.core.stats.bootstrap import cluster_bootstrap
 from abharness.core.stats.compare import MetricComparison, compare_metric
-from abharness.analysis.deployments import deployment_changes, describe_changes
 from abharness.core.stats.decision import Decision, decide, decide_interleaving
 from abharness.core.stats.interleaving import InterleavingResult, interleaving_test
 from abharness.core.stats.metrics import BASE_COLUMNS, METRICS, parse_metrics
@@ -54,8 +54,15 @@ CONTROL_NAMES = ("control", "baseline", "production")
 _BOOTSTRAP_MISMATCH = 0.25
 
 
+def iso_time(ts: float | None) -> str:
+    """A unix time as ISO 8601 UTC to the second (what --since/--until accept back), '-' for None."""
+    if ts is None or not math.isfinite(ts):
+        return "-"
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _window_text(since: float | None, until: float | None) -> str:
-    return f"[{since if since is not None else '-inf'}, {until if until is not None else '+inf'})"
+    return f"[{iso_time(since) if since is not None else 'start'}, {iso_time(until) if until is not None else 'now'})"
 
 
 def _resolve_control(control: str | None, arms: list[str]) -> str:
@@ -240,7 +247,7 @@ def _pre_period(
     pre = load_pre_period(store, pre_exp, since=pp.since, until=pre_until, modes=pp.modes) if any_before else {}
     with_history = sum(1 for u in table.unit_ids.tolist() if u in pre)
     if with_history == 0:
-        note = (f"no unit has pre-period data in {pre_exp!r} modes {list(pp.modes)} before {pre_until}: CUPED not "
+        note = (f"no unit has pre-period data in {pre_exp!r} modes {list(pp.modes)} before {iso_time(pre_until)}: CUPED not "
                 "applied (give --pre-experiment/--pre-since/--pre-until/--pre-modes to point at one)")
         return {}, CupedSummary(False, pre_exp, pp.since, pre_until, pp.modes, 0, table.rows, note)
     note = (f"{with_history} of {table.rows} units have pre-period history; units without history are adjusted "
@@ -286,7 +293,9 @@ def _power(table: Any, control: str, treatment: str, comp: MetricComparison, opt
     pair = table.mask(control) | table.mask(treatment)
     ts = table.first_ts[pair]
     span_days = (float(ts.max()) - float(ts.min())) / 86_400.0 if ts.size else 0.0
-    rate = (nc + nt) / span_days if span_days > 0 else float("nan")
+    # A rate of new units per day needs at least a day of data: a 10-second test extrapolated to a day says
+    # nothing about traffic (nor about daily and weekly cycles). Below a day, the rate and the days are unknown.
+    rate = (nc + nt) / span_days if span_days >= 1.0 else float("nan")
     m = mde(comp.sigma2_unit, nc, nt, alpha=opts.alpha, power=opts.power)
     deff = None
     if comp.metric == "ctr":
@@ -298,8 +307,16 @@ def _power(table: Any, control: str, treatment: str, comp: MetricComparison, opt
         target_relative_mde=opts.target_relative_mde, target_absolute_mde=target, power=opts.power,
         current_units=nc + nt, required_units=need, power_now=power_at(comp.sigma2_unit, target, nc, nt, opts.alpha),
         mde_absolute=m, mde_relative=m / abs(comp.control.value) if comp.control.value else float("nan"),
-        units_per_day=rate, days_still_needed=days_still_needed(need, nc + nt, rate), design_effect=deff,
+        units_per_day=rate, days_still_needed=_days_needed(need, nc + nt, rate, span_days), design_effect=deff,
+        observed_days=span_days,
     )
+
+
+def _days_needed(need: float, units: int, rate: float, span_days: float) -> float:
+    """``days_still_needed``, except unknown (nan) while there is less than a day of data and units are missing."""
+    if span_days < 1.0 and math.isfinite(need) and need > units:
+        return float("nan")
+    return days_still_needed(need, units, rate)
 
 
 def _interleaving(inter: Any, control: str | None, opts: AnalysisOptions,
@@ -399,11 +416,11 @@ def _recorded_allocation(store: EventStore, experiment_id: str, since: float | N
             changes.append((ts, w))
             current = w
     if changes:
-        when = ", ".join(f"{datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec='seconds')} -> {w}"
+        when = ", ".join(f"{iso_time(ts)} -> {w}"
                          for ts, w in changes[:5])
         diagnostics.append(f"the allocation changed inside the window ({when}): an SRM test against one allocation "
                            f"is not valid across it and units may have moved arms; analyse one allocation period, "
-                           f"e.g. --since {changes[-1][0]:.0f}")
+                           f"e.g. --since {iso_time(changes[-1][0])}")
         return None
     if set(current) != arms:
         return None

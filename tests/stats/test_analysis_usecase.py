@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from abharness.analysis import AnalysisOptions, PrePeriod, analyze
+from abharness.analysis.usecase import iso_time
 from abharness.core.events import InterleaveUnitAggregate, UnitAggregate
 from abharness.errors import AnalysisError, ConfigError
 
@@ -239,7 +240,7 @@ def test_an_allocation_change_inside_the_window_is_named_with_the_fix(sim):
     report = analyze(store, "exp", options=AnalysisOptions(weights={"control": 0.5, "treatment": 0.5},
                                                            bootstrap_samples=0, timeseries_points=0))
     msgs = [d for d in report.diagnostics if "allocation changed inside the window" in d]
-    assert len(msgs) == 1 and f"--since {t0 + 3600:.0f}" in msgs[0]
+    assert len(msgs) == 1 and f"--since {iso_time(t0 + 3600)}" in msgs[0]
 
 
 def test_a_ramp_before_the_first_impression_is_not_a_change_inside_the_window(sim):
