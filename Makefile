@@ -6,7 +6,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.abharness-installed
-DATA   ?= ../shared/data
+# Empty: ../shared/data when present, else the user cache, fetched on first use (`abharness data fetch all`).
+DATA   ?=
 OUT    ?= artifacts/demo
 PYTEST_ARGS ?=
 
@@ -17,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: install demo demo-quick test test-fast bench lint clean help
 
 help:
-	@echo "make demo   - install everything into .venv and run the end-to-end demo on $(DATA)/scifact"
+	@echo "make demo   - install everything into .venv and run the end-to-end demo (DATA=dir, else ../shared/data, else fetched)"
 	@echo "make test   - install everything into .venv and run the test suite"
 	@echo "make bench  - run the issue-13 benchmarks, print one table of ratios with commands and load average"
 	@echo "              (BENCH_ARGS=--quick for smaller sizes)"
@@ -35,10 +36,10 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/abharness demo --data-root $(DATA) --out $(OUT)
+	$(VENV)/bin/abharness demo $(if $(DATA),--data-root $(DATA)) --out $(OUT)
 
 demo-quick: $(STAMP)
-	$(VENV)/bin/abharness demo --data-root $(DATA) --out artifacts/demo-quick --quick
+	$(VENV)/bin/abharness demo $(if $(DATA),--data-root $(DATA)) --out artifacts/demo-quick --quick
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -55,13 +55,32 @@ def check_command(
 
 
 def fetch_command(
-    name: Annotated[str, typer.Argument(help="Public BEIR data set name (e.g. scifact, nfcorpus, fiqa).")],
-    cache_dir: Annotated[Path | None, typer.Option(help="Where to keep data sets (default: user cache dir).")] = None,
+    names: Annotated[list[str], typer.Argument(
+        help="'all' (the sets the demo and the evaluation suite read: scifact, cranfield, cisi, stsbenchmark, sick, "
+             "trec_qc), any of those, or another public BEIR name (nfcorpus, arguana, fiqa, ...).")],
+    cache_dir: Annotated[Path | None, typer.Option(
+        help="Folder that receives one sub-folder per data set (default: <user cache dir>/data).")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        help="Fetch from this mirror instead: replaces scheme and host of every URL, keeps the path. "
+             "Default: $ABHARNESS_DATA_BASE_URL, else the public hosts.")] = None,
+    force: Annotated[bool, typer.Option(help="Download again even when a verified copy is cached.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show download progress.")] = True,
 ) -> None:
-    """Download NAME (checksum verified) into the cache, or reuse it; prints the directory to pass as --data."""
+    """Download data sets from their pinned public origins (sha256 verified, converted to the ../shared/data layout)
+    into the cache, or reuse them; prints each folder, and the root to pass as --data-root to demo and evaluate."""
     from abharness.data import resolve_data
+    from abharness.data.public import PUBLIC_DATASETS, fetch_public, public_cache_dir
 
-    typer.echo(str(resolve_data(name, cache_dir=cache_dir)))
+    wanted = list(PUBLIC_DATASETS) if names == ["all"] else names
+    for name in wanted:
+        if name in PUBLIC_DATASETS:
+            path = fetch_public(name, cache_dir=cache_dir, base_url=base_url, progress=progress, force=force)
+        else:
+            path = resolve_data(name, cache_dir=cache_dir, progress=progress)
+        typer.echo(str(path))
+    if any(name in PUBLIC_DATASETS for name in wanted):
+        Console(stderr=True).print(f"data root (--data-root for demo and evaluate): {public_cache_dir(cache_dir)}",
+                                   soft_wrap=True, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,9 +12,11 @@ __all__ = ["register"]
 
 
 def demo_command(
-    data_root: Annotated[Path, typer.Option(
-        "--data-root", help="Folder holding the data set folders (scifact/, ...), e.g. ../shared/data.")],
     out: Annotated[Path, typer.Option(help="Output directory for reports, the event log and summary.json.")],
+    data_root: Annotated[Optional[Path], typer.Option(
+        "--data-root", help="Folder holding the data set folders (scifact/, cranfield/, ...), e.g. ../shared/data. "
+                            "Default: $ABHARNESS_DATA, else ../shared/data, else the copies fetched into the user "
+                            "cache (`abharness data fetch all`), fetched now if missing.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny slice and short runs (a few minutes; used in CI).")] = False,
     artifacts: Annotated[Optional[Path], typer.Option(
         help="Where models/ and indexes/ are reused or built (default: ./artifacts; with --quick: OUT/artifacts).")] = None,
@@ -25,8 +27,10 @@ def demo_command(
     """Fine-tune (or reuse) -> build both indexes -> offline evaluation -> proxy with a 50/50 split -> simulated
     users -> analyze -> replay -> interleaving run -> one HTML report and a terminal summary of whether the
     offline, replay, A/B and interleaving verdicts agree and how much traffic each needed."""
+    from abharness.data.public import DEMO_DATASETS, find_data_root
     from abharness.demo import DemoOptions, run_demo
 
+    data_root = find_data_root(data_root, ("scifact",) if quick else DEMO_DATASETS)
     kw = dict(artifacts=artifacts, click_model=click_model, preset=preset, seed=seed)
     opts = DemoOptions.quick_defaults(data_root, out, **kw) if quick else DemoOptions(data=data_root, out=out, **kw)
     run_demo(opts, Console())

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -20,7 +19,8 @@ def evaluate_command(
     data_root: Annotated[Optional[Path], typer.Option(
         "--data-root",
         help="Folder whose sub-folders hold the data sets named in the suite (scifact/, cranfield/, cisi/, "
-             "stsbenchmark/, sick/, trec_qc/), e.g. ../shared/data. Default: $ABHARNESS_DATA.")] = None,
+             "stsbenchmark/, sick/, trec_qc/), e.g. ../shared/data. Default: $ABHARNESS_DATA, else ../shared/data, "
+             "else the copies fetched into the user cache (`abharness data fetch all`), fetched now if missing.")] = None,
     suite: Annotated[Optional[Path], typer.Option(help="Suite YAML (checks, data sets, thresholds); default suite if omitted.")] = None,
     only: Annotated[Optional[str], typer.Option(help="Comma-separated checks to run (others skipped), e.g. 'retrieval,sts'.")] = None,
     limit: Annotated[Optional[int], typer.Option(
@@ -35,18 +35,15 @@ def evaluate_command(
     Exit 0 when no check fails, 1 when a check fails (leakage above its threshold), 2 on a usage/data/model error."""
     from abharness.cli.main import EXIT_CHECK_FAILED
     from abharness.encoders import check_model_spec
-    from abharness.errors import ConfigError
+    from abharness.data.public import find_data_root
     from abharness.evaluation import evaluate, load_suite, restrict_suite
     from abharness.evaluation.summary import print_summary
 
-    data_dir = data_root or (Path(os.environ["ABHARNESS_DATA"]) if os.environ.get("ABHARNESS_DATA") else None)
-    if data_dir is None:
-        raise ConfigError("no data folder: pass --data-root DIR (the folder holding scifact/, cranfield/, ...) "
-                          "or set ABHARNESS_DATA")
-    # Both model specs are checked before anything is loaded or encoded.
+    # Both model specs are checked before anything is loaded or encoded (or downloaded).
     check_model_spec(baseline, option="--baseline")
     check_model_spec(candidate, option="--candidate")
     suite_obj = restrict_suite(load_suite(suite), only=only, limit=limit)
+    data_dir = find_data_root(data_root, _suite_datasets(suite_obj), progress=progress and not json_out)
     report = evaluate(baseline, candidate, suite_obj, out, data_dir=data_dir, progress=progress and not json_out,
                       console=Console(stderr=True), render_html=html, limit=limit)
     if json_out:
@@ -55,6 +52,20 @@ def evaluate_command(
         print_summary(report.to_dict(), Console(), out_dir=str(out))
     if report.failed:
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _suite_datasets(suite: Any) -> list[str]:
+    """The public data sets the enabled checks of ``suite`` read (what to look for, or fetch)."""
+    from abharness.data.public import PUBLIC_DATASETS
+
+    found: list[str] = []
+    for name in suite.enabled_checks():
+        section = getattr(suite, name).model_dump()
+        found += [section["dataset"]] if "dataset" in section else []
+        found += [s["dataset"] for s in section.get("sets", ())]
+    if {"leakage", "overfitting"} & set(suite.enabled_checks()):
+        found.append(suite.retrieval.dataset)
+    return [d for d in dict.fromkeys(found) if d in PUBLIC_DATASETS]
 
 
 def register(app: typer.Typer) -> None:

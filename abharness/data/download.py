@@ -5,10 +5,12 @@ into the user cache directory. Offline, the download fails with a message saying
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Mapping
@@ -19,7 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from abharness.errors import DataError
 
-__all__ = ["DataSource", "BEIR_SOURCES", "resolve_data", "cache_root"]
+__all__ = ["DataSource", "BEIR_SOURCES", "resolve_data", "cache_root", "download_file", "effective_url", "file_sha256"]
 
 _BEIR_BASE = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
 
@@ -66,34 +68,75 @@ def _offline_hint(name: str, source: DataSource) -> str:
     )
 
 
-def _download(name: str, source: DataSource, target: Path, *, timeout_s: float, progress: bool) -> None:
+BASE_URL_ENV = "ABHARNESS_DATA_BASE_URL"
+
+
+def effective_url(url: str, base_url: str | None = None) -> str:
+    """``url`` with its scheme and host replaced by ``base_url`` (or ``$ABHARNESS_DATA_BASE_URL``), path kept: a
+    mirror, or the loopback server of the tests, serves the same paths as the public hosts."""
+    base = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or None
+    if not base:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    return base.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def download_file(
+    url: str, target: Path, *, label: str, hint: str, size_bytes: int | None = None, timeout_s: float = 60.0,
+    progress: bool = True,
+) -> None:
+    """Stream ``url`` into ``target`` with a progress bar. Raises ``DataError`` (cause, then ``hint``) when the
+    host cannot be reached or the body ends before its announced length (a truncated download)."""
+    received = 0
+    total: int | None = None
     try:
-        with urllib.request.urlopen(source.url, timeout=timeout_s) as response, target.open("wb") as out:  # noqa: S310
-            total = int(response.headers.get("Content-Length") or source.size_bytes or 0) or None
+        with urllib.request.urlopen(url, timeout=timeout_s) as response, target.open("wb") as out:  # noqa: S310
+            announced = response.headers.get("Content-Length")
+            total = int(announced) if announced else None
             with Progress(
-                TextColumn(f"downloading {name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                TextColumn(f"downloading {label}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                 disable=not progress, transient=True,
             ) as bar:
-                task = bar.add_task("download", total=total)
+                task = bar.add_task("download", total=total or size_bytes)
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
+                    received += len(chunk)
                     bar.advance(task, len(chunk))
+    except http.client.IncompleteRead as exc:
+        raise DataError(
+            f"download of {label} from {url} was truncated ({received + len(exc.partial)} of {total} bytes); "
+            f"retry, or {hint}"
+        ) from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DataError(f"cannot download {name!r} from {source.url} ({reason}); offline? {_offline_hint(name, source)}") from exc
+        raise DataError(f"cannot download {label} from {url} ({reason}); offline? {hint}") from None
+    expected = total if total is not None else size_bytes
+    if expected is not None and received < expected:
+        raise DataError(f"download of {label} from {url} was truncated ({received} of {expected} bytes); retry, or {hint}")
+
+
+def _download(name: str, source: DataSource, target: Path, *, timeout_s: float, progress: bool) -> None:
+    download_file(effective_url(source.url), target, label=repr(name), hint=_offline_hint(name, source),
+                  size_bytes=source.size_bytes, timeout_s=timeout_s, progress=progress)
+
+
+def file_sha256(file: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
+    with file.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _verify(name: str, source: DataSource, file: Path) -> str:
     algorithm, expected = ("sha256", source.sha256) if source.sha256 else ("md5", source.md5)
     if not expected:
         raise DataError(f"no checksum recorded for {name!r}; refusing an unverified download. {_offline_hint(name, source)}")
-    digest = hashlib.new(algorithm)
-    with file.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != expected.lower():
+    digest = file_sha256(file, algorithm)
+    if digest != expected.lower():
         raise DataError(
-            f"checksum mismatch for {name!r} from {source.url}: {algorithm} {digest.hexdigest()} != expected {expected}; "
+            f"checksum mismatch for {name!r} from {source.url}: {algorithm} {digest} != expected {expected}; "
             f"the file is corrupt or changed upstream. {_offline_hint(name, source)}"
         )
     return f"{algorithm}:{expected.lower()}"
