@@ -30,7 +30,9 @@ from abharness.finetune.manifest import MANIFEST_NAME, FinetuneManifest
 from abharness.finetune.pairs import Example, duplicate_free_batches, mine_hard_negatives, training_pairs
 from abharness.fsutil import atomic_directory
 
-__all__ = ["FinetuneParams", "finetune"]
+__all__ = ["FinetuneParams", "finetune", "TRAINERS"]
+
+TRAINERS = ("st", "loop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class FinetuneParams:
     negative_rank_start: int = 3
     negative_rank_end: int = 30
     max_pairs: int | None = None
+    trainer: str = "loop"  # "st": SentenceTransformerTrainer; "loop": the hand-written loop below
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first bad value."""
@@ -59,6 +62,7 @@ class FinetuneParams:
             (0 <= self.warmup_ratio < 1, f"warmup_ratio={self.warmup_ratio}; expected 0 <= ratio < 1"),
             (self.max_seq_length >= 8, f"max_seq_length={self.max_seq_length}; must be >= 8"),
             (self.hard_negatives >= 0, f"hard_negatives={self.hard_negatives}; must be >= 0"),
+            (self.trainer in TRAINERS, f"trainer={self.trainer!r}; expected one of {', '.join(TRAINERS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -170,7 +174,12 @@ def finetune(
             encoder, ds, examples, per_pair=params.hard_negatives,
             rank_range=(params.negative_rank_start, params.negative_rank_end), seed=seed, progress=progress,
         )
-    losses = _train(model, ds, examples, params, seed, progress)
+    if params.trainer == "st":
+        from abharness.finetune.st_trainer import train_with_trainer
+
+        losses = train_with_trainer(model, ds, examples, params, seed, progress, device=device)
+    else:
+        losses = _train(model, ds, examples, params, seed, progress)
     model.max_seq_length = inference_length  # the candidate encodes like the baseline: no confound from truncation
     with atomic_directory(out_dir) as tmp:
         model.save(str(tmp), create_model_card=False)
