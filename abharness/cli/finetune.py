@@ -27,6 +27,9 @@ def finetune_command(
         int, typer.Option(help="Hard negatives per pair mined with the base model (0 = in-batch negatives only).")
     ] = 0,
     max_pairs: Annotated[int | None, typer.Option(help="Train on a seeded random subset of this many pairs.")] = None,
+    trainer: Annotated[str, typer.Option(
+        help="st: sentence-transformers' SentenceTransformerTrainer; loop: the hand-written loop (docs/foundation.md "
+             "compares them).")] = "loop",
     seed: Annotated[int, typer.Option(help="Seed for batch order, negative sampling, dropout.")] = 42,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -43,7 +46,7 @@ def finetune_command(
     check_model_spec(base, option="--base")
     params = FinetuneParams(
         epochs=epochs, batch_size=batch_size, lr=lr, max_seq_length=max_seq_length,
-        hard_negatives=hard_negatives, max_pairs=max_pairs,
+        hard_negatives=hard_negatives, max_pairs=max_pairs, trainer=trainer,
     )
     manifest = finetune(data, base=base, out_dir=out, split=split, params=params, seed=seed,
                         overwrite=overwrite, progress=progress)

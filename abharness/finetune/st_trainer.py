@@ -82,7 +82,10 @@ def train_with_trainer(
     try:
         from datasets import Dataset
         from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-        from sentence_transformers.base.sampler import BatchSamplers
+        try:
+            from sentence_transformers.base.sampler import BatchSamplers
+        except ImportError:  # sentence-transformers < 6
+            from sentence_transformers.training_args import BatchSamplers
     except ImportError as exc:  # pragma: no cover - both are dependencies of the package
         raise ConfigError(
             f"the sentence-transformers trainer needs 'datasets' and 'accelerate' ({exc}); install them with "
@@ -94,13 +97,18 @@ def train_with_trainer(
         raise ConfigError(f"{len(examples)} pairs make no batch of >= 2 distinct queries/documents; use more pairs")
     train = Dataset.from_dict(_columns(ds, examples, params.hard_negatives))
     callback = _progress_callback(progress)
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments)}
+    # transformers 5 folds warmup_ratio into warmup_steps (a float below 1 is a ratio of the total steps)
+    warmup = {"warmup_ratio": params.warmup_ratio} if "warmup_ratio" in fields else {"warmup_steps": params.warmup_ratio}
     with tempfile.TemporaryDirectory(prefix="abharness-trainer-") as tmp:
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp,
+            **warmup,
             num_train_epochs=params.epochs,
             per_device_train_batch_size=params.batch_size,
             learning_rate=params.lr,
-            warmup_steps=params.warmup_ratio,  # a float below 1 is a ratio of the total steps (transformers 5)
             weight_decay=params.weight_decay,
             max_grad_norm=params.max_grad_norm,
             lr_scheduler_type="linear",

@@ -74,6 +74,8 @@ def test_mined_negatives_are_unjudged_and_in_rank_range(bow, train_slice, tmp_pa
 def test_params_are_validated(train_slice, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lr=2.0"):
         finetune(train_slice, base="minilm", out_dir=tmp_path / "m", params=FinetuneParams(lr=2.0))
+    with pytest.raises(ConfigError, match=r"trainer='hf'; expected one of st, loop"):
+        finetune(train_slice, base="minilm", out_dir=tmp_path / "m", params=FinetuneParams(trainer="hf"))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
     with pytest.raises(ConfigError, match="exists and is not empty"):
@@ -81,9 +83,10 @@ def test_params_are_validated(train_slice, tmp_path: Path) -> None:
 
 
 @pytest.mark.model
-def test_one_epoch_on_a_few_dozen_pairs_writes_model_and_manifest(train_slice, minilm, tmp_path: Path) -> None:
+@pytest.mark.parametrize("trainer", ["st", "loop"])
+def test_one_epoch_on_a_few_dozen_pairs_writes_model_and_manifest(trainer, train_slice, minilm, tmp_path: Path) -> None:
     out = tmp_path / "ft"
-    params = FinetuneParams(epochs=1, batch_size=8, max_seq_length=64, max_pairs=32)
+    params = FinetuneParams(epochs=1, batch_size=8, max_seq_length=64, max_pairs=32, trainer=trainer)
     manifest = finetune(train_slice, base="minilm", out_dir=out, params=params, seed=5, progress=False)
     on_disk = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
     for key in ("base_model", "base_fingerprint", "fingerprint", "data_path", "data_hash", "split", "query_ids",
@@ -97,6 +100,7 @@ def test_one_epoch_on_a_few_dozen_pairs_writes_model_and_manifest(train_slice, m
     assert all(train_slice.qrels[q][d] > 0 for q, d in manifest.pairs)
     assert manifest.query_texts_sha256 == [text_sha256(train_slice.queries[q]) for q in manifest.query_ids]
     assert manifest.hyperparameters["batch_size"] == 8 and len(manifest.train_loss) == 1
+    assert manifest.hyperparameters["trainer"] == trainer and manifest.train_loss[0] > 0
     tuned = load_encoder(out)
     assert tuned.fingerprint == manifest.fingerprint
     assert tuned.model.max_seq_length == minilm.model.max_seq_length == 256  # training truncation not saved
