@@ -152,7 +152,7 @@ def test_analyze_cli_options_apply_the_rules(planted_store):
 
     from abharness.cli.main import build_app
 
-    store, bots = planted_store
+    store, _ = planted_store
     args = ["analyze", "--store", store.url, "--experiment", EXP, "--control", "baseline",
             "--weights", "baseline=0.5,finetuned=0.5", "--bootstrap", "0", "--timeseries-points", "0", "--no-cuped",
             "--basis", "fixed"]

@@ -21,6 +21,9 @@ from abharness.testing.fakes import DictBackend, tiny_corpus
 
 from .browser import chromium_page
 
+# generous backend timeouts: a loaded CI machine must not turn a slow fake backend into a fallback
+SLOW_OK = {"control_s": 20.0, "treatment_s": 20.0}
+
 pytestmark = pytest.mark.slow
 
 VISIBLE_JS = """() => Array.from(document.querySelectorAll('li.result')).map(li => {
@@ -33,7 +36,8 @@ VISIBLE_JS = """() => Array.from(document.querySelectorAll('li.result')).map(li 
 def _proxy(db: Path, **cfg):
     corpus = tiny_corpus(60)
     backends = {"baseline": DictBackend(corpus, name="baseline"), "finetuned": DictBackend(corpus, name="finetuned")}
-    config = make_config(unit="session", session_cookie={"name": "abh_sid", "secure": False}, k=8, demo_page=True,
+    config = make_config(timeouts=SLOW_OK, unit="session", session_cookie={"name": "abh_sid", "secure": False},
+                         k=8, demo_page=True,
                          store_url=f"sqlite:///{db}", events={"flush_interval_s": 0.05}, **cfg)
     return create_app(config, registry=CollectorRegistry(), backends=backends)
 
@@ -111,10 +115,11 @@ def _check_store(db: Path, session: dict) -> dict:
 def test_browser_demo_page_same_origin(tmp_path):
     db = tmp_path / "events.db"
     with serve_in_thread(_proxy(db)) as url, chromium_page(height=420) as page:
-        page.goto(url + "/demo")
-        session = _run_session(page, url)
         js_errors: list[str] = []
         page.on("pageerror", lambda e: js_errors.append(str(e)))
+        page.goto(url + "/demo")
+        session = _run_session(page, url)
+        assert not js_errors, js_errors
     out = _check_store(db, session)
     assert out["impressions"] >= 2 and out["seen"] >= 2
     print("same-origin browser run:", out)
@@ -130,8 +135,8 @@ def test_browser_page_on_another_origin_uses_cors_and_the_session_cookie(tmp_pat
         return HTMLResponse(demo_page_html(holder["proxy"]))
 
     with serve_in_thread(site) as site_url:
-        with serve_in_thread(_proxy(db, cors={"allow_origins": [site_url]})) as proxy_url, \
-                chromium_page(height=420) as page:
+        proxy = _proxy(db, cors={"allow_origins": [site_url]})  # the page's origin must be known first
+        with serve_in_thread(proxy) as proxy_url, chromium_page(height=420) as page:
             holder["proxy"] = proxy_url
             failed: list[str] = []
             page.on("requestfailed", lambda r: failed.append(f"{r.method} {r.url} {r.failure}"))

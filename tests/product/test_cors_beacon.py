@@ -13,6 +13,9 @@ from abharness.stores import open_store
 from abharness.testing.client import serving
 from abharness.testing.configs import make_config
 
+# generous backend timeouts: a loaded CI machine must not turn a slow fake backend into a fallback
+SLOW_OK = {"control_s": 20.0, "treatment_s": 20.0}
+
 pytestmark = pytest.mark.anyio
 ORIGIN = "https://shop.example.com"
 
@@ -23,16 +26,16 @@ def _app(cfg, backends, store, writer):
 
 def test_wildcard_origin_with_credentials_is_refused_in_one_line():
     with pytest.raises(ConfigError) as info:
-        make_config(cors={"allow_origins": ["*"], "allow_credentials": True})
+        make_config(timeouts=SLOW_OK, cors={"allow_origins": ["*"], "allow_credentials": True})
     msg = str(info.value)
     assert "\n" not in msg and "allow_origins" in msg and "allow_credentials: false" in msg
-    make_config(cors={"allow_origins": ["*"], "allow_credentials": False})  # no credentials: allowed
+    make_config(timeouts=SLOW_OK, cors={"allow_origins": ["*"], "allow_credentials": False})  # allowed
     with pytest.raises(ConfigError, match="not an origin"):
-        make_config(cors={"allow_origins": ["https://shop.example.com/path"]})
+        make_config(timeouts=SLOW_OK, cors={"allow_origins": ["https://shop.example.com/path"]})
 
 
 async def test_preflight_and_cors_headers_only_on_public_routes(backends, store, writer):
-    cfg = make_config(cors={"allow_origins": [ORIGIN]})
+    cfg = make_config(timeouts=SLOW_OK, cors={"allow_origins": [ORIGIN]})
     async with serving(_app(cfg, backends, store, writer)) as client:
         pre = await client.options("/search", headers={
             "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
@@ -54,14 +57,14 @@ async def test_preflight_and_cors_headers_only_on_public_routes(backends, store,
 
 
 async def test_no_cors_configured_keeps_preflight_closed(backends, store, writer):
-    async with serving(_app(make_config(), backends, store, writer)) as client:
+    async with serving(_app(make_config(timeouts=SLOW_OK), backends, store, writer)) as client:
         r = await client.options("/search", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
         assert r.status_code == 405 and "access-control-allow-origin" not in r.headers
 
 
 async def test_beacon_text_plain_body_click_seen_and_dwell_are_stored(backends):
     store = open_store("sqlite:///:memory:")
-    cfg = make_config(cors={"allow_origins": [ORIGIN]})
+    cfg = make_config(timeouts=SLOW_OK, cors={"allow_origins": [ORIGIN]})
     app = create_app(cfg, registry=CollectorRegistry(), store=store, backends=backends)
     async with serving(app) as client:
         s = (await client.post("/search", json={"query": "cell protein", "unit_id": "u1"})).json()
@@ -96,7 +99,7 @@ async def test_beacon_text_plain_body_click_seen_and_dwell_are_stored(backends):
 
 
 async def test_events_openapi_documents_both_content_types(backends, store, writer):
-    async with serving(_app(make_config(), backends, store, writer)) as client:
+    async with serving(_app(make_config(timeouts=SLOW_OK), backends, store, writer)) as client:
         spec = (await client.get("/openapi.json")).json()
     body = spec["paths"]["/events"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "text/plain"}
@@ -105,19 +108,19 @@ async def test_events_openapi_documents_both_content_types(backends, store, writ
 
 
 async def test_script_always_served_demo_only_when_enabled(backends, store, writer):
-    async with serving(_app(make_config(), backends, store, writer)) as client:
+    async with serving(_app(make_config(timeouts=SLOW_OK), backends, store, writer)) as client:
         js = await client.get("/static/abharness.js")
         assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
         assert "sendBeacon" in js.text and "IntersectionObserver" in js.text and "pagehide" in js.text
         assert (await client.get("/demo")).status_code == 404
-    cfg = make_config(demo_page=True)
+    cfg = make_config(timeouts=SLOW_OK, demo_page=True)
     async with serving(_app(cfg, backends, store, writer)) as client:
         page = await client.get("/demo")
         assert page.status_code == 200 and 'src="/static/abharness.js"' in page.text
 
 
 async def test_search_records_the_user_agent_for_the_crawler_rule(backends, store, writer):
-    async with serving(_app(make_config(), backends, store, writer)) as client:
+    async with serving(_app(make_config(timeouts=SLOW_OK), backends, store, writer)) as client:
         r = await client.post("/search", json={"query": "cell", "unit_id": "u1"},
                               headers={"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1)"})
         own = await client.post("/search", json={"query": "cell", "unit_id": "u2",

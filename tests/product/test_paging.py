@@ -16,6 +16,9 @@ from abharness.testing.client import serving
 from abharness.testing.configs import make_config
 from abharness.testing.fakes import DictBackend
 
+# generous backend timeouts: a loaded CI machine must not turn a slow fake backend into a fallback
+SLOW_OK = {"control_s": 20.0, "treatment_s": 20.0}
+
 pytestmark = pytest.mark.anyio
 QUERY = "cell protein virus"
 
@@ -54,7 +57,7 @@ async def _pages(client, unit: str, n: int, k: int, *, by: str = "token") -> lis
 
 @pytest.mark.parametrize("by", ["token", "page"])
 async def test_ab_pages_are_consecutive_slices_of_the_same_arm(backends, store, writer, by):
-    cfg = make_config(k=5)
+    cfg = make_config(timeouts=SLOW_OK, k=5)
     async with serving(_app(cfg, backends, store, writer)) as client:
         for unit in ("u1", "u2", "u3", "u4"):
             pages = await _pages(client, unit, 4, 5, by=by)
@@ -82,7 +85,7 @@ async def test_ab_pages_are_consecutive_slices_of_the_same_arm(backends, store, 
 
 
 async def test_a_page_token_keeps_the_arm_after_a_ramp(backends, store, writer):
-    cfg = make_config(k=5, weights={"baseline": 0.9, "finetuned": 0.1})
+    cfg = make_config(timeouts=SLOW_OK, k=5, weights={"baseline": 0.9, "finetuned": 0.1})
     async with serving(_app(cfg, backends, store, writer)) as client:
         unit = next(u for u in (f"u{i}" for i in range(200))
                     if assign("salt1", u, {"baseline": 0.9, "finetuned": 0.1}) == "baseline"
@@ -110,7 +113,7 @@ async def test_a_page_token_keeps_the_arm_after_a_ramp(backends, store, writer):
 async def test_interleaved_pages_continue_one_list(corpus, store, writer, rerank):
     cls = Reranking if rerank else DictBackend
     backends = {"baseline": cls(corpus, name="baseline"), "finetuned": cls(corpus, name="finetuned")}
-    cfg = make_config(mode="interleave", k=6)
+    cfg = make_config(timeouts=SLOW_OK, mode="interleave", k=6)
     async with serving(_app(cfg, backends, store, writer)) as client:
         r = await client.post("/search", json={"query": QUERY, "unit_id": "u1", "page": 2})
         assert r.status_code == 422 and r.json()["error"] == "page_token_required"
@@ -149,7 +152,7 @@ async def test_interleaved_pages_continue_one_list(corpus, store, writer, rerank
 async def test_interleave_fallback_on_page_one_continues_control(corpus, store, writer):
     backends = {"baseline": DictBackend(corpus, name="baseline"),
                 "finetuned": DictBackend(corpus, name="finetuned", fail=True)}
-    cfg = make_config(mode="interleave", k=5)
+    cfg = make_config(timeouts=SLOW_OK, mode="interleave", k=5)
     async with serving(_app(cfg, backends, store, writer)) as client:
         pages = await _pages(client, "u1", 3, 5)
     assert all(p["fallback"] for p in pages)

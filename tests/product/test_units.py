@@ -16,6 +16,9 @@ from abharness.errors import ConfigError
 from abharness.testing.client import serving
 from abharness.testing.configs import TEST_TOKEN_SECRET, make_config
 
+# generous backend timeouts: a loaded CI machine must not turn a slow fake backend into a fallback
+SLOW_OK = {"control_s": 20.0, "treatment_s": 20.0}
+
 pytestmark = pytest.mark.anyio
 UNIT_SECRET = "unit-secret-shared-with-the-backend"
 W = {"baseline": 0.5, "finetuned": 0.5}
@@ -39,22 +42,22 @@ def test_signature_is_the_documented_hmac():
 
 def test_signed_mode_needs_a_real_unit_secret():
     with pytest.raises(ConfigError, match="unit_secret") as info:
-        make_config(unit_auth="signed")
+        make_config(timeouts=SLOW_OK, unit_auth="signed")
     assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="session_cookie"):
-        make_config(unit_auth="cookie")
+        make_config(timeouts=SLOW_OK, unit_auth="cookie")
 
 
 async def test_plain_mode_trusts_the_caller_so_chosen_ids_pick_arms(backends, store, writer):
     """The hole this closes: in plain mode 20 chosen ids cover both arms (fine for a trusted server caller)."""
-    async with serving(_app(make_config(), backends, store, writer)) as client:
+    async with serving(_app(make_config(timeouts=SLOW_OK), backends, store, writer)) as client:
         arms = {(await client.post("/search", json={"query": "cell", "unit_id": f"pick{i}"})).json()["arm"]
                 for i in range(20)}
     assert arms == {"baseline", "finetuned"}
 
 
 async def test_signed_mode_refuses_unsigned_and_forged_units(backends, store, writer):
-    cfg = make_config(unit_auth="signed", unit_secret=UNIT_SECRET)
+    cfg = make_config(timeouts=SLOW_OK, unit_auth="signed", unit_secret=UNIT_SECRET)
     secret = UNIT_SECRET.encode()
     async with serving(_app(cfg, backends, store, writer)) as client:
         for i in range(20):
@@ -75,7 +78,8 @@ async def test_signed_mode_refuses_unsigned_and_forged_units(backends, store, wr
 
 
 async def test_cookie_mode_reissues_chosen_or_forged_cookies(backends, store, writer):
-    cfg = make_config(unit="session", unit_auth="cookie", session_cookie={"name": "sid", "secure": False})
+    cfg = make_config(timeouts=SLOW_OK, unit="session", unit_auth="cookie",
+                      session_cookie={"name": "sid", "secure": False})
     async with serving(_app(cfg, backends, store, writer)) as client:
         r = await client.post("/search", json={"query": "cell", "unit_id": "pick1"})
         assert r.status_code == 400 and r.json()["error"] == "unit_id_not_accepted"
