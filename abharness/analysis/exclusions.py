@@ -29,7 +29,7 @@ from abharness.core.stats.srm import SRMResult
 from abharness.errors import ConfigError
 from abharness.stores.base import EventStore
 
-__all__ = ["ExclusionRules", "RuleEffect", "ExclusionSummary", "apply_exclusions", "FAST_CLICK_SHARE"]
+__all__ = ["FAST_CLICK_SHARE", "ExclusionRules", "ExclusionSummary", "RuleEffect", "apply_exclusions"]
 
 #: share of a unit's clicks that must be faster than ``min_click_delay_ms`` for the unit to be excluded.
 FAST_CLICK_SHARE = 0.5

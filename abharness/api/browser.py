@@ -22,8 +22,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from abharness.config import CorsConfig
 
-__all__ = ["PublicCORSMiddleware", "BeaconMiddleware", "browser_router", "demo_page_html", "script_text",
-           "PUBLIC_PATHS"]
+__all__ = [
+    "PUBLIC_PATHS",
+    "BeaconMiddleware",
+    "PublicCORSMiddleware",
+    "browser_router",
+    "demo_page_html",
+    "script_text",
+]
 
 #: Routes a browser on an allowed origin may call.
 PUBLIC_PATHS = frozenset({"/search", "/click", "/events", "/static/abharness.js"})

@@ -39,7 +39,7 @@ from abharness.config import HttpBackendConfig
 from abharness.core.hits import Hit
 from abharness.errors import BackendError, ConfigError
 
-__all__ = ["HttpBackend", "HttpSpec", "resolve_spec", "config_hash"]
+__all__ = ["HttpBackend", "HttpSpec", "config_hash", "resolve_spec"]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _OPENSEARCH_FAIL = "timed_out || _shards.failed > `0`"
@@ -245,7 +245,7 @@ class HttpBackend:
         if self.spec.needs_vector and queries:
             try:
                 emb = self.encoder.encode(queries, batch_size=max(len(queries), 1), kind="query")
-            except Exception as exc:  # noqa: BLE001 - any encoder failure is this arm's failure
+            except Exception as exc:
                 raise BackendError(f"embedding the query for {self.spec.url} failed: {exc}") from exc
             vectors = [[float(x) for x in row] for row in emb]
         return [self._one(q, int(k), v) for q, v in zip(queries, vectors)]

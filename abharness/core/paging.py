@@ -33,8 +33,15 @@ from dataclasses import dataclass
 from abharness.core.interleaving import team_draft
 from abharness.errors import TokenError
 
-__all__ = ["PageState", "InvalidPageToken", "sign_page", "verify_page", "query_digest", "ab_page",
-           "interleaved_page"]
+__all__ = [
+    "InvalidPageToken",
+    "PageState",
+    "ab_page",
+    "interleaved_page",
+    "query_digest",
+    "sign_page",
+    "verify_page",
+]
 
 _VERSION = 1
 

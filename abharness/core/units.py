@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import secrets
 
-__all__ = ["sign_unit", "verify_unit", "issue_cookie", "read_cookie", "cookie_key"]
+__all__ = ["cookie_key", "issue_cookie", "read_cookie", "sign_unit", "verify_unit"]
 
 
 def sign_unit(unit_id: str, secret: bytes) -> str:
