@@ -124,7 +124,8 @@ class SegmentBreakdown:
 @dataclass(frozen=True, slots=True)
 class TrafficBucket:
     """Traffic of one arm in one time bucket [start, start + bucket_s) (UTC-aligned; a day unless the window is
-    short): distinct units with an impression in it, units first seen in it, and impressions."""
+    short): distinct units with an impression in it, units first seen in it, and impressions; as logged, before
+    any exclusion rule."""
 
     start: float
     arm: str

@@ -26,11 +26,13 @@ HOUR_S = 3_600.0
 def cumulative_timeseries(
     store: EventStore, experiment_id: str, *, since: float | None, until: float | None, first_ts: np.ndarray,
     control: str, treatment: str, metric: str, points: int, alpha: float, test: TestKind, tuning_units: float,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, keep_units: np.ndarray | None = None,
 ) -> tuple[TimePoint, ...]:
     """Cumulative lift of ``metric`` at ``points`` looks, spaced by unit arrival (quantiles of units' first
     impression), the last look being the whole window. Each look re-aggregates [since, cutoff) in the store.
     The always-valid p-value is the running minimum over looks (valid at every look; see ``running_min``).
+    ``keep_units``: only these unit ids count (the units left by the exclusion rules; winsorization is not
+    re-applied per look).
     """
     if points <= 0 or first_ts.size == 0:
         return ()
@@ -43,7 +45,8 @@ def cumulative_timeseries(
         if progress is not None:
             progress(f"time series look {j + 1}/{len(cutoffs)}")
         table = load_units(store, experiment_id, since=since, until=cut, modes=("ab",))
-        mc, mt = (Moments.from_matrix(BASE_COLUMNS, table.values[table.mask(a)]) for a in (control, treatment))
+        kept = np.isin(table.unit_ids, keep_units) if keep_units is not None else np.ones(table.rows, dtype=bool)
+        mc, mt = (Moments.from_matrix(BASE_COLUMNS, table.values[table.mask(a) & kept]) for a in (control, treatment))
         if float(mc.n) < 2 or float(mt.n) < 2:
             continue
         c = compare_metric(mc, mt, spec, control_name=control, treatment_name=treatment, alpha=alpha, test=test,

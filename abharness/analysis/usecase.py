@@ -116,6 +116,7 @@ def analyze(
                             f"{_window_text(since, until)}: widen --since/--until")
     diagnostics: list[str] = []
     exclusion = None
+    logged = table  # traffic per day is what the proxy logged, before any exclusion rule
     if opts.exclusions.active() and table.rows:
         say("applying the bot and outlier rules")
         table, exclusion = apply_exclusions(store, experiment_id, table, opts.exclusions, since=since, until=until)
@@ -202,12 +203,12 @@ def analyze(
     timeseries = cumulative_timeseries(
         store, experiment_id, since=since, until=until, first_ts=table.first_ts, control=control, treatment=first,
         metric=opts.primary, points=opts.timeseries_points, alpha=opts.alpha, test=opts.test,
-        tuning_units=opts.tuning_units, progress=say,
+        tuning_units=opts.tuning_units, progress=say, keep_units=table.unit_ids if exclusion is not None else None,
     )
     interleaving = _interleaving(inter, control, opts, diagnostics) if inter.impressions.size else None
     say("counting traffic per arm over time")
-    traffic, bucket_s = traffic_buckets(store, experiment_id, since=since, until=until, first_ts=table.first_ts,
-                                        arm=table.arm)
+    traffic, bucket_s = traffic_buckets(store, experiment_id, since=since, until=until, first_ts=logged.first_ts,
+                                        arm=logged.arm)
 
     # 5. one decision (none across a redeploy of an arm inside the window)
     decision = decide(srm_alarm=srm.alarm, srm_message=srm.message,

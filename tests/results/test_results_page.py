@@ -188,3 +188,34 @@ def test_ui_bad_input_is_one_line(stores, args: list[str], message: str) -> None
     base = ["ui", "--store", stores.ok]
     res = CliRunner().invoke(build_app(), base + args)
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_traffic_is_what_was_logged_even_when_exclusion_rules_drop_units(stores) -> None:
+    from abharness.analysis import AnalysisOptions, analyze
+    from abharness.analysis.exclusions import ExclusionRules
+
+    st = open_store(stores.ok, migrate=False)
+    try:
+        r = analyze(st, "exp-ok", options=AnalysisOptions(bootstrap_samples=0, timeseries_points=0,
+                                                          exclusions=ExclusionRules(max_searches_per_day=3)))
+    finally:
+        st.close()
+    assert r.exclusions is not None and sum(r.exclusions.units_after.values()) < sum(r.exclusions.units_before.values())
+    for arm, before in r.exclusions.units_before.items():
+        assert sum(b.new_units for b in r.traffic if b.arm == arm) == before
+    assert "before the exclusion rules" in render_results_html(r.to_dict())
+
+
+def test_lift_over_time_ends_at_the_filtered_lift_when_units_are_excluded(stores) -> None:
+    from abharness.analysis import AnalysisOptions, analyze
+    from abharness.analysis.exclusions import ExclusionRules
+
+    st = open_store(stores.ok, migrate=False)
+    try:
+        r = analyze(st, "exp-ok", options=AnalysisOptions(bootstrap_samples=0, timeseries_points=4, cuped=False,
+                                                          exclusions=ExclusionRules(max_searches_per_day=3)))
+    finally:
+        st.close()
+    last = r.timeseries[-1]
+    assert last.units == sum(r.units.values())
+    assert last.lift == pytest.approx(r.metrics["ctr"].lift, rel=1e-12)
