@@ -19,7 +19,8 @@ request encodes its query. ``--encoder onnx`` (default when ``artifacts/onnx/min
 ``loadtest/bench_encoder.py``) serves the ONNX Runtime export of MiniLM as query encoder over the MiniLM index;
 ``torch`` the sentence-transformers model. The backend is the real encoder + FAISS index when ``--index`` exists,
 else an in-memory DictBackend (and the output says so). The load generator runs on the same machine as the server
-(they share the CPU), which lowers the proxy numbers; the output prints the load.
+(they share the CPU), which lowers the proxy numbers; the default client is a minimal HTTP/1.1 keep-alive client
+(``--client raw``) so its own cost stays small (``--client httpx`` for the previous one); the output prints the load.
 """
 
 from __future__ import annotations
@@ -203,6 +204,46 @@ async def _drive(base: str, queries: list[str], concurrency: int, seconds: float
     return lat, elapsed, errors, 0.0
 
 
+async def _drive_raw(base: str, queries: list[str], concurrency: int, seconds: float) -> Raw:
+    """The same load with a minimal HTTP/1.1 keep-alive client over asyncio streams: the load generator shares the
+    CPUs with the server, and httpx's own per-request cost (~1 ms of Python) would be charged to the proxy."""
+    host, port = base.removeprefix("http://").split(":")
+    lat: list[float] = []
+    errors = 0
+    counter = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal counter, errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.perf_counter() < stop:
+                i = counter
+                counter += 1
+                body = json.dumps({"query": queries[i % len(queries)], "unit_id": f"u{i % 5000}"}).encode()
+                head = (f"POST /search HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode()
+                t0 = time.perf_counter()
+                writer.write(head + body)
+                status = int((await reader.readline()).split()[1])
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                if status == 200:
+                    lat.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return lat, time.perf_counter() - t0, errors, 0.0
+
+
 def start_proxy(args: argparse.Namespace, logging_on: bool, db: Path) -> tuple[subprocess.Popen, str]:
     port_file = db.with_suffix(".port")
     port_file.unlink(missing_ok=True)
@@ -309,6 +350,8 @@ def main() -> None:
     p.add_argument("--encoder", default="onnx" if ONNX_DIR.is_dir() else "torch",
                    help="query encoder: onnx (artifacts/onnx/minilm), torch, or an ONNX export directory")
     p.add_argument("--summary-json", type=Path, help="also write the ratios as JSON here")
+    p.add_argument("--client", default="raw", choices=["raw", "httpx"],
+                   help="load generator: raw HTTP/1.1 keep-alive over asyncio streams (default) or httpx")
     p.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
@@ -333,7 +376,7 @@ def main() -> None:
     import uvicorn
 
     print(f"backend: {desc}; torch threads per process: {args.torch_threads or 'default'}; "
-          f"uvicorn {uvicorn.__version__} http={args.http}")
+          f"uvicorn {uvicorn.__version__} http={args.http}; client {args.client}")
     print(f"machine: {os.cpu_count()} CPUs, load average before start {os.getloadavg()} (shared machine; the load "
           "generator runs on the same CPUs as the server)")
     print(f"{len(queries)} distinct SciFact queries, k={args.k}, {args.rounds} rounds x {args.seconds:g} s per cell; "
@@ -358,7 +401,8 @@ def main() -> None:
                     for path, on in ((paths[1], True), (paths[2], False)):
                         proc, base = procs[on]
                         cpu0 = proc_cpu_s(proc.pid)
-                        lat, elapsed, errors, _ = asyncio.run(_drive(base, queries, c, args.seconds))
+                        drive = _drive_raw if args.client == "raw" else _drive
+                        lat, elapsed, errors, _ = asyncio.run(drive(base, queries, c, args.seconds))
                         raws[(path, c)].append((lat, elapsed, errors, proc_cpu_s(proc.pid) - cpu0))
                 print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.1f}")
             text = httpx.get(f"{procs[True][1]}/metrics", timeout=10).text

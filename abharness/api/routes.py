@@ -46,7 +46,8 @@ class RequestError(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
-def get_service(request: Request) -> ProxyService:
+async def get_service(request: Request) -> ProxyService:
+    # async on purpose: FastAPI runs a plain `def` dependency in the thread pool, one thread hop per request
     service: ProxyService | None = getattr(request.app.state, "service", None)
     if service is None:
         raise RequestError(503, "not_ready", "the proxy is still starting (indexes loading); retry shortly")
