@@ -10,6 +10,7 @@ Exports are reused while their source fingerprint matches the model directory.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ class FastEncoder:
 def fast_encoder(spec: str, data_dir: Path, out: Path) -> FastEncoder:
     """Export (or reuse) the ONNX encoder of ``spec`` under ``out``; fall back to torch when the gate refuses."""
     from abharness.encoders import load_encoder
-    from abharness.encoders.onnx import is_onnx_dir, read_onnx_manifest
+    from abharness.encoders.onnx import is_onnx_dir, load_onnx_encoder, read_onnx_manifest
     from abharness.export import ExportRefused, export_onnx
 
     torch_model = load_encoder(spec)
@@ -44,7 +45,8 @@ def fast_encoder(spec: str, data_dir: Path, out: Path) -> FastEncoder:
                         progress=True)
         except ExportRefused as exc:
             return FastEncoder(torch_model, spec, f"torch (ONNX export refused: {exc})")
-    onnx = load_encoder(out)
+    # documents and the evaluation come in large batches: use every core, as torch does
+    onnx = load_onnx_encoder(out, threads=os.cpu_count() or 1)
     a = onnx.manifest.agreement
     figures = (f"{onnx.variant}: top-10 overlap {a['topk_overlap']:.3f}, doc cosine {a['doc_cosine_mean']:.5f}, "
                f"p50 {a['p50_ms']:.1f} ms vs torch {a['torch_p50_ms']:.1f} ms{' (reused)' if reused else ''}")
