@@ -16,6 +16,8 @@ Axes 0 and 1 are dynamic, so each batch is padded only to its own longest text.
 * ``int8-keep-last``: as ``int8-dyn-pc`` but the last layer's MatMuls stay fp32.
 * ``int8-static``: static QDQ quantization (per-channel weights, activations calibrated on the data set's train
   queries, or the test queries when there is no train split, with percentile calibration).
+* ``int8-block``: weight-only block-wise int8 (``MatMulNBits``, blocks of 32 along the reduction axis, symmetric,
+  accuracy level 4), which keeps activation outliers out of the weight scales.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from abharness.errors import ModelError
 __all__ = ["VARIANTS", "FP32_VARIANTS", "INT8_VARIANTS", "export_fp32", "build_variant", "model_geometry"]
 
 FP32_VARIANTS = ("fp32", "fp32-fused")
-INT8_VARIANTS = ("int8-dyn", "int8-dyn-pc", "int8-fused", "int8-keep-ffn-out", "int8-keep-last", "int8-static")
+INT8_VARIANTS = ("int8-dyn", "int8-dyn-pc", "int8-fused", "int8-keep-ffn-out", "int8-keep-last", "int8-static",
+                 "int8-block")
 VARIANTS = FP32_VARIANTS + INT8_VARIANTS
 OPSET = 17
 
@@ -161,6 +164,17 @@ def _static(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]], work
         )
 
 
+def _block(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=8)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4,
+                                     algo_config=config)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+
+
 def build_variant(
     variant: str, fp32_file: Path, dst: Path, *, work: Path, geometry: dict[str, int],
     calibration: Callable[[], list[dict[str, np.ndarray]]] | None = None,
@@ -185,6 +199,8 @@ def build_variant(
         _dynamic(fp32_file, dst, per_channel=True, exclude=_ffn_out_nodes(_matmuls(fp32_file)))
     elif variant == "int8-keep-last":
         _dynamic(fp32_file, dst, per_channel=True, exclude=_last_layer_nodes(_matmuls(fp32_file), geometry["layers"]))
+    elif variant == "int8-block":
+        _block(fp32_file, dst)
     else:
         if calibration is None:
             raise ModelError("int8-static needs calibration texts; pass a data set with queries")
