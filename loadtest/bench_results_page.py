@@ -13,6 +13,7 @@ Printed side by side, each timed in this process:
   JSON (baseline)            ``json.dumps(report.to_dict())``: what ``analyze --json`` prints
   terminal tables (baseline) ``render_report`` into a rich console (what ``analyze`` prints)
   HTML page                  ``write_results_html`` (figures + Jinja2 template + file write)
+  live UI                    ``GET /experiments/demo-ab`` on ``create_ui_app`` (first: analysis + page; then cached)
   Chromium                   headless Chromium: load the page from disk until every plotly figure drew its SVG
 and the sizes of the JSON, the HTML page and plotly.min.js beside it.
 """
@@ -64,6 +65,33 @@ def build(db: Path, searches: int, per_user: int, seed: int = 0) -> None:
           f"{result.wall_seconds:.1f} s")
 
 
+def _ui_timings(db: Path) -> tuple[float, float]:
+    """GET /experiments/demo-ab on the live UI app (in-process ASGI): first request, then a cached one."""
+    import anyio
+    import httpx
+
+    from abharness.api.ui import create_ui_app
+    from abharness.stores import open_store
+
+    store = open_store(f"sqlite:///{db}")
+    app = create_ui_app(store, refresh_s=3_600)
+
+    async def run() -> tuple[float, float]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ui") as c:
+            out = []
+            for _ in range(2):
+                t = time.perf_counter()
+                r = await c.get(f"/experiments/{EXPERIMENT}")
+                r.raise_for_status()
+                out.append(time.perf_counter() - t)
+            return out[0], out[1]
+
+    try:
+        return anyio.run(run)
+    finally:
+        store.close()
+
+
 def timed(fn):
     t = time.perf_counter()
     out = fn()
@@ -104,6 +132,7 @@ def main() -> None:
     page, t_html_first = timed(lambda: write_results_html(payload, page_dir, generated_at=time.time()))
     _, t_html = timed(lambda: write_results_html(payload, page_dir, generated_at=time.time()))
     html_size, js_size = page.stat().st_size, (page_dir / "plotly.min.js").stat().st_size
+    t_ui_cold, t_ui_warm = _ui_timings(db)
     t_browser = None
     if not args.no_browser:
         from abharness.testing.browser import browser, check_page, find_chromium
@@ -128,6 +157,8 @@ def main() -> None:
     print(f"{'HTML page, first write (+ plotly.min.js)':<44}{t_html_first:>10.3f}{html_size + js_size:>14,}")
     print(f"{'HTML page, rewrite (index.html only)':<44}{t_html:>10.3f}{html_size:>14,}")
     print(f"{'  plotly.min.js beside it':<44}{'':>10}{js_size:>14,}")
+    print(f"{'live UI page, first request (analysis + page)':<44}{t_ui_cold:>10.2f}{'':>14}")
+    print(f"{'live UI page, within --refresh (cached)':<44}{t_ui_warm:>10.3f}{'':>14}")
     if t_browser is not None:
         print(f"{'Chromium: load from disk until all drawn':<44}{t_browser:>10.2f}{'':>14}")
     print(f"page: {page}")
