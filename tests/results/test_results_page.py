@@ -219,3 +219,47 @@ def test_lift_over_time_ends_at_the_filtered_lift_when_units_are_excluded(stores
     last = r.timeseries[-1]
     assert last.units == sum(r.units.values())
     assert last.lift == pytest.approx(r.metrics["ctr"].lift, rel=1e-12)
+
+
+@pytest.mark.timeout(180)
+def test_ui_command_is_a_real_loopback_process_that_stops_on_sigterm(stores, tmp_path: Path) -> None:
+    """`abharness ui` as a person runs it: binds 127.0.0.1 (port from --port-file), serves the pages, and stops
+    on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from abharness.cli.main import main; main(sys.argv[1:])", "ui",
+         "--store", stores.srm, "--port", "0", "--port-file", str(port_file), "--refresh", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert port_file.is_file(), f"no port file; exit {proc.poll()}"
+        base = f"http://127.0.0.1:{port_file.read_text().strip()}"
+        page = None
+        while time.monotonic() < deadline:
+            try:
+                page = httpx.get(f"{base}/experiments/exp-srm", timeout=30)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert page is not None and page.status_code == 200
+        assert 'id="srm-banner"' in page.text and 'data-decision="keep-running"' in page.text
+        assert httpx.post(f"{base}/experiments/exp-srm", timeout=10).status_code == 405
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        # uvicorn shuts down gracefully, then re-raises the captured signal
+        assert proc.returncode in (0, -signal.SIGTERM), err
+        assert "Traceback" not in err
+        assert "listening on http://127.0.0.1:" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
