@@ -34,3 +34,32 @@ def shared_data() -> Path:
             "set ABHARNESS_SHARED_DATA to its location"
         )
     return path
+
+
+# The proxy-level fakes shared by tests/proxy and tests/product (a directory's own conftest may override them).
+@pytest.fixture
+def corpus() -> dict[str, str]:
+    from abharness.testing.fakes import tiny_corpus
+
+    return tiny_corpus(40)
+
+
+@pytest.fixture
+def backends(corpus: dict[str, str]) -> dict:
+    from abharness.testing.fakes import DictBackend
+
+    return {"baseline": DictBackend(corpus, name="baseline"), "finetuned": DictBackend(corpus, name="finetuned")}
+
+
+@pytest.fixture
+def store():
+    from abharness.testing.fakes import MemoryStore
+
+    return MemoryStore()
+
+
+@pytest.fixture
+def writer(store):
+    from abharness.testing.fakes import InlineWriter
+
+    return InlineWriter(store)

@@ -104,7 +104,7 @@ async def test_overrides_force_an_arm_and_are_marked(backends, store):
         assert (await client.put("/admin/overrides/qa-1", headers=AUTH, json={"arm": "nope"})).status_code == 422
         s = (await client.post("/search", json={"query": "cell", "unit_id": "qa-1"})).json()
         assert s["arm"] == "finetuned"
-        assert store.impressions[s["impression_id"]].context == {"override": "finetuned"}
+        assert store.impressions[s["impression_id"]].context["override"] == "finetuned"
         assert (await client.delete("/admin/overrides/qa-1", headers=AUTH)).status_code == 200
         assert (await client.delete("/admin/overrides/qa-1", headers=AUTH)).status_code == 404
         assert (await client.post("/search", json={"query": "cell", "unit_id": "qa-1"})).json()["arm"] == "baseline"
