@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +15,7 @@ from abharness.core.stats.moments import Moments
 from abharness.stores.base import EventStore
 
 __all__ = ["UnitTable", "load_units", "load_pre_period", "InterleaveTable", "load_interleave", "PRE_COLUMNS",
-           "ALL_COLUMNS"]
+           "ALL_COLUMNS", "has_rollup", "has_impressions"]
 
 PRE_COLUMNS: tuple[str, ...] = tuple(f"pre_{c}" for c in BASE_COLUMNS) + ("has_history",)
 ALL_COLUMNS: tuple[str, ...] = BASE_COLUMNS + PRE_COLUMNS
@@ -72,21 +74,81 @@ def from_aggregates(rows: Iterable[UnitAggregate]) -> UnitTable:
                      np.array(segs, dtype=object), np.array(first, dtype=float), values)
 
 
+_CHUNK = 100_000
+# UnitAggregate field positions of the BASE_COLUMNS (abandoned = impressions - clicked_impressions).
+_IMP, _CLK, _RR, _SUCC, _TTFC, _CLICKED, _LAT, _ERR, _FB, _FIRST = 3, 4, 5, 6, 7, 8, 9, 11, 12, 13
+
+
+def from_rows(rows: Iterable[Sequence[Any]]) -> UnitTable:
+    """Build a :class:`UnitTable` from plain rows in ``UnitAggregate`` field order, converting in chunks (no
+    per-row objects; about 3x faster than :func:`from_aggregates` for a million units)."""
+    ids: list[np.ndarray] = []
+    arms: list[np.ndarray] = []
+    firsts: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, _CHUNK)):
+        a = np.array(chunk, dtype=object)
+        del chunk
+        num = a[:, _IMP:].astype(float)  # PostgreSQL sums arrive as Decimal; float() of each, as before
+        ids.append(a[:, 0])
+        arms.append(a[:, 1])
+        firsts.append(num[:, _FIRST - _IMP].copy())
+        c = {k: num[:, k - _IMP] for k in (_IMP, _CLK, _RR, _SUCC, _TTFC, _CLICKED, _LAT, _ERR, _FB)}
+        vals.append(np.column_stack([c[_IMP], c[_CLK], c[_CLICKED], c[_IMP] - c[_CLICKED], c[_SUCC], c[_RR],
+                                     c[_TTFC], c[_LAT], c[_ERR], c[_FB]]))
+    if not vals:
+        return from_aggregates(())
+    n = sum(v.shape[0] for v in vals)
+    return UnitTable(np.concatenate(ids), np.concatenate(arms), np.full(n, None, dtype=object),
+                     np.concatenate(firsts), np.concatenate(vals))
+
+
 def load_units(
     store: EventStore, experiment_id: str, *, since: float | None, until: float | None,
-    segment: str | None = None, modes: Sequence[str] = ("ab",),
+    segment: str | None = None, modes: Sequence[str] = ("ab",), aggregation: str = "rollup",
 ) -> UnitTable:
-    """Per-(unit, arm[, segment]) sums for the window, via ``EventStore.unit_aggregates`` (SQL-side)."""
+    """Per-(unit, arm[, segment]) sums for the window, via ``EventStore.unit_aggregates`` (SQL-side).
+
+    ``aggregation="scan"`` asks the store for a full rescan of the raw rows (stores without a rollup always
+    aggregate their own way and take no such argument)."""
+    if aggregation == "rollup" and segment is None and has_rollup(store):
+        return from_rows(store.unit_rows(experiment_id, since=since, until=until,  # type: ignore[attr-defined]
+                                         modes=tuple(modes)))
+    extra = {"method": "scan"} if aggregation == "scan" else {}
     return from_aggregates(
-        store.unit_aggregates(experiment_id, since=since, until=until, segment=segment, modes=tuple(modes))
+        store.unit_aggregates(experiment_id, since=since, until=until, segment=segment, modes=tuple(modes), **extra)
     )
 
 
+def has_rollup(store: EventStore) -> bool:
+    """Whether the store keeps per-unit rollups (``unit_rollup``) that the fast paths read."""
+    check = getattr(store, "has_rollup", None)
+    return bool(check()) if callable(check) else False
+
+
+def has_impressions(store: EventStore, experiment_id: str, *, since: float | None, until: float | None,
+                    modes: Sequence[str]) -> bool:
+    """Whether the window holds an impression of ``modes``: the store's own probe when it has one; otherwise a
+    one-row read of any impression in the window (conservative: True may still mean none of ``modes``)."""
+    probe_fn = getattr(store, "has_impressions", None)
+    if callable(probe_fn):
+        return bool(probe_fn(experiment_id, since=since, until=until, modes=tuple(modes)))
+    probe = store.iter_impressions(experiment_id, since=since, until=until, batch_size=1)
+    try:
+        return next(iter(probe), None) is not None
+    finally:
+        close = getattr(probe, "close", None)
+        if callable(close):
+            close()
+
+
 def load_pre_period(
-    store: EventStore, experiment_id: str, *, since: float | None, until: float | None, modes: Sequence[str]
+    store: EventStore, experiment_id: str, *, since: float | None, until: float | None, modes: Sequence[str],
+    aggregation: str = "rollup",
 ) -> dict[str, np.ndarray]:
     """Pre-period sums per unit (summed over arms): unit id -> BASE_COLUMNS vector."""
-    table = load_units(store, experiment_id, since=since, until=until, modes=modes)
+    table = load_units(store, experiment_id, since=since, until=until, modes=modes, aggregation=aggregation)
     out: dict[str, np.ndarray] = {}
     for uid, row in zip(table.unit_ids.tolist(), table.values):
         prev = out.get(uid)
@@ -122,10 +184,16 @@ class InterleaveTable:
 
 
 def load_interleave(
-    store: EventStore, experiment_id: str, *, since: float | None, until: float | None
+    store: EventStore, experiment_id: str, *, since: float | None, until: float | None, aggregation: str = "rollup"
 ) -> InterleaveTable:
-    """Per-unit win/tie counts via ``EventStore.interleave_aggregates`` (SQL-side)."""
-    rows: list[InterleaveUnitAggregate] = list(store.interleave_aggregates(experiment_id, since=since, until=until))
+    """Per-unit win/tie counts via ``EventStore.interleave_aggregates`` (SQL-side).
+
+    With a store that can probe cheaply, an experiment without interleaved impressions in the window is not
+    scanned at all (the interleaving SQL reads every click of the experiment)."""
+    rows: list[InterleaveUnitAggregate] = []
+    if (aggregation == "scan" or not has_rollup(store)
+            or has_impressions(store, experiment_id, since=since, until=until, modes=("interleave",))):
+        rows = list(store.interleave_aggregates(experiment_id, since=since, until=until))
     teams = tuple(sorted({t for r in rows for t in r.wins}))
     wins = np.array([[r.wins.get(t, 0) for t in teams] for r in rows], dtype=float).reshape(len(rows), len(teams))
     return InterleaveTable(teams, wins, np.array([r.ties for r in rows], dtype=float),

@@ -36,6 +36,9 @@ class AnalysisOptions:
     equal split with a diagnostic). ``basis``: which intervals gate the decision ("sequential" = always-valid,
     safe to look at any time; "fixed" = fixed-horizon, valid only at the planned sample size).
     ``margins``: guardrail non-inferiority margins by metric name, overriding the defaults of the metric table.
+    ``aggregation``: "rollup" (default) reads the per-unit sums the writer keeps (``unit_rollup``) where the store
+    has them; "scan" re-aggregates every raw impression and click (the previous path, kept for comparison).
+    Both give the same numbers (to float rounding, 1e-9).
     """
 
     control: str | None = None
@@ -54,6 +57,7 @@ class AnalysisOptions:
     pre_period: PrePeriod = field(default_factory=PrePeriod)
     margins: Mapping[str, float] = field(default_factory=dict)
     exclusions: ExclusionRules = field(default_factory=ExclusionRules)
+    aggregation: Literal["rollup", "scan"] = "rollup"
 
     def validated(self) -> AnalysisOptions:
         """Self, after checking ranges; raises ``ConfigError`` naming the bad value and the fix."""
@@ -73,6 +77,8 @@ class AnalysisOptions:
             raise ConfigError(f"target_relative_mde={self.target_relative_mde}: must be > 0, e.g. 0.02 for 2 %")
         if self.bootstrap_samples < 0 or self.bootstrap_samples == 1:
             raise ConfigError(f"bootstrap_samples={self.bootstrap_samples}: use 0 (off) or >= 2")
+        if self.aggregation not in ("rollup", "scan"):
+            raise ConfigError(f"aggregation={self.aggregation!r}: use 'rollup' (default) or 'scan'")
         if self.timeseries_points < 0:
             raise ConfigError(f"timeseries_points={self.timeseries_points}: must be >= 0")
         for name, margin in self.margins.items():

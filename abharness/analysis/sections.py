@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from abharness.analysis.loading import load_units
+from abharness.analysis.loading import UnitTable, has_rollup, load_units
 from abharness.analysis.report import SegmentBreakdown, TimePoint, TrafficBucket
 from abharness.core.stats.compare import compare_metric
 from abharness.core.stats.metrics import BASE_COLUMNS, METRICS
@@ -27,12 +28,16 @@ def cumulative_timeseries(
     store: EventStore, experiment_id: str, *, since: float | None, until: float | None, first_ts: np.ndarray,
     control: str, treatment: str, metric: str, points: int, alpha: float, test: TestKind, tuning_units: float,
     progress: Callable[[str], None] | None = None, keep_units: np.ndarray | None = None,
+    table: UnitTable | None = None, aggregation: str = "rollup",
 ) -> tuple[TimePoint, ...]:
     """Cumulative lift of ``metric`` at ``points`` looks, spaced by unit arrival (quantiles of units' first
-    impression), the last look being the whole window. Each look re-aggregates [since, cutoff) in the store.
-    The always-valid p-value is the running minimum over looks (valid at every look; see ``running_min``).
-    ``keep_units``: only these unit ids count (the units left by the exclusion rules; winsorization is not
-    re-applied per look).
+    impression), the last look being the whole window. The always-valid p-value is the running minimum over
+    looks (valid at every look; see ``running_min``). ``keep_units``: only these unit ids count (the units left
+    by the exclusion rules; winsorization is not re-applied per look).
+
+    With a store that keeps per-unit rollups (``cumulative_moments``) and no ``keep_units``, the looks' moments
+    come from one SQL pass, the last one being ``table`` when given (the whole window, already loaded);
+    otherwise (or with ``aggregation="scan"``) each look re-aggregates [since, cutoff) in the store.
     """
     if points <= 0 or first_ts.size == 0:
         return ()
@@ -40,13 +45,27 @@ def cumulative_timeseries(
     cutoffs = sorted({float(np.nextafter(q, np.inf)) for q in qs})
     cutoffs = [c for c in cutoffs if until is None or c < until] + [until]
     spec = METRICS[metric]
+    fast = aggregation == "rollup" and keep_units is None and has_rollup(store)
+    looks: dict[int, tuple[Moments, Moments]] = {}
+    if fast:
+        if progress is not None:
+            progress(f"time series: {len(cutoffs)} looks from the per-unit rollup")
+        # the last look is the whole window: ``table`` when the caller has it (and it holds every unit)
+        cuts = [c if c is not None else math.inf for c in (cutoffs[:-1] if table is not None else cutoffs)]
+        looks = _rollup_looks(store, experiment_id, since=since, until=until, cuts=cuts, control=control,
+                              treatment=treatment, fields=tuple(dict.fromkeys(("impressions", spec.numerator,
+                                                                              spec.denominator))))
     out: list[TimePoint] = []
     for j, cut in enumerate(cutoffs):
-        if progress is not None:
-            progress(f"time series look {j + 1}/{len(cutoffs)}")
-        table = load_units(store, experiment_id, since=since, until=cut, modes=("ab",))
-        kept = np.isin(table.unit_ids, keep_units) if keep_units is not None else np.ones(table.rows, dtype=bool)
-        mc, mt = (Moments.from_matrix(BASE_COLUMNS, table.values[table.mask(a) & kept]) for a in (control, treatment))
+        if j in looks:
+            mc, mt = looks[j]
+        else:
+            if progress is not None and not fast:
+                progress(f"time series look {j + 1}/{len(cutoffs)}")
+            t = table if fast and table is not None else load_units(store, experiment_id, since=since, until=cut,
+                                                                     modes=("ab",), aggregation=aggregation)
+            kept = np.isin(t.unit_ids, keep_units) if keep_units is not None else np.ones(t.rows, dtype=bool)
+            mc, mt = (Moments.from_matrix(BASE_COLUMNS, t.values[t.mask(a) & kept]) for a in (control, treatment))
         if float(mc.n) < 2 or float(mt.n) < 2:
             continue
         c = compare_metric(mc, mt, spec, control_name=control, treatment_name=treatment, alpha=alpha, test=test,
@@ -62,6 +81,31 @@ def cumulative_timeseries(
                   float(m))
         for p, m in zip(out, mins)
     )
+
+
+def _rollup_looks(
+    store: EventStore, experiment_id: str, *, since: float | None, until: float | None, cuts: Sequence[float],
+    control: str, treatment: str, fields: tuple[str, ...],
+) -> dict[int, tuple[Moments, Moments]]:
+    """Moments of ``fields`` per arm at each cutoff, aggregated in the store (``cumulative_moments``)."""
+    if not cuts:
+        return {}
+    per_arm = store.cumulative_moments(  # type: ignore[attr-defined]
+        experiment_id, since=since, until=until, cuts=list(cuts), fields=fields, modes=("ab",))
+    d = len(fields)
+    upper = np.triu_indices(d)
+
+    def moments(arm: str, j: int) -> Moments:
+        looks = per_arm.get(arm)
+        if looks is None:
+            return Moments(fields, np.asarray(0.0), np.zeros(d), np.zeros((d, d)))
+        n, sums, tri = looks[j]
+        cross = np.zeros((d, d))
+        cross[upper] = tri
+        cross = cross + np.triu(cross, 1).T
+        return Moments(fields, np.asarray(float(n)), np.asarray(sums, dtype=float), cross)
+
+    return {j: (moments(control, j), moments(treatment, j)) for j in range(len(cuts))}
 
 
 def segment_breakdown(

@@ -17,6 +17,7 @@ import numpy as np
 from abharness.analysis.deployments import deployment_changes, describe_changes
 from abharness.analysis.loading import (
     ALL_COLUMNS,
+    has_impressions,
     load_interleave,
     load_pre_period,
     load_units,
@@ -109,8 +110,8 @@ def analyze(
         raise AnalysisError(f"experiment {experiment_id!r} not found in {store.url}: experiments with impressions "
                             f"there: {known or 'none'}. Check --experiment")
     say("aggregating per unit in the store")
-    table = load_units(store, experiment_id, since=since, until=until)
-    inter = load_interleave(store, experiment_id, since=since, until=until)
+    table = load_units(store, experiment_id, since=since, until=until, aggregation=opts.aggregation)
+    inter = load_interleave(store, experiment_id, since=since, until=until, aggregation=opts.aggregation)
     if table.rows == 0 and inter.impressions.size == 0:
         raise AnalysisError(f"experiment {experiment_id!r} has no A/B or interleaved impressions in the window "
                             f"{_window_text(since, until)}: widen --since/--until")
@@ -204,6 +205,7 @@ def analyze(
         store, experiment_id, since=since, until=until, first_ts=table.first_ts, control=control, treatment=first,
         metric=opts.primary, points=opts.timeseries_points, alpha=opts.alpha, test=opts.test,
         tuning_units=opts.tuning_units, progress=say, keep_units=table.unit_ids if exclusion is not None else None,
+        table=table, aggregation=opts.aggregation,
     )
     interleaving = _interleaving(inter, control, opts, diagnostics) if inter.impressions.size else None
     say("counting traffic per arm over time")
@@ -236,16 +238,11 @@ def _pre_period(
     pre_until = pp.until if pp.until is not None else (since if since is not None else float(table.first_ts.min()))
     if not opts.cuped:
         return {}, CupedSummary(False, pre_exp, pp.since, pre_until, pp.modes, 0, table.rows, "CUPED switched off")
-    # A one-row probe first: an empty pre-period is the common case, and the aggregate query still scans every
-    # click of the experiment (its click side is not windowed), about 17 s on 10 M impressions.
-    probe = store.iter_impressions(pre_exp, since=pp.since, until=pre_until, batch_size=1)
-    try:
-        any_before = next(iter(probe), None) is not None
-    finally:
-        close = getattr(probe, "close", None)
-        if callable(close):
-            close()
-    pre = load_pre_period(store, pre_exp, since=pp.since, until=pre_until, modes=pp.modes) if any_before else {}
+    # A one-row probe first: an empty pre-period is the common case, and the scan aggregate reads every click of
+    # the experiment (its click side is not windowed), about 17 s on 10 M impressions.
+    any_before = has_impressions(store, pre_exp, since=pp.since, until=pre_until, modes=pp.modes)
+    pre = (load_pre_period(store, pre_exp, since=pp.since, until=pre_until, modes=pp.modes,
+                           aggregation=opts.aggregation) if any_before else {})
     with_history = sum(1 for u in table.unit_ids.tolist() if u in pre)
     if with_history == 0:
         note = (f"no unit has pre-period data in {pre_exp!r} modes {list(pp.modes)} before {iso_time(pre_until)}: CUPED not "

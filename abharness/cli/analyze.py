@@ -94,6 +94,8 @@ def analyze_command(
                                                    "agent is on the crawlerdetect list.")] = False,
     winsorize: Annotated[Optional[float], typer.Option(help="Cap every per-unit sum at this percentile (e.g. 99) "
                                                        "before the statistics.")] = None,
+    aggregation: Annotated[str, typer.Option(help="'rollup' (per-unit sums the writer keeps; fast) or 'scan' "
+                                                  "(re-aggregate every raw event; the old path, same numbers).")] = "rollup",
     serve_metrics: Annotated[bool, typer.Option("--serve-metrics", help="Instead of printing once, re-run the "
                                                 "analysis every --interval seconds and export lift, always-valid "
                                                 "bounds, p-values, SRM and the decision as Prometheus gauges on "
@@ -132,7 +134,7 @@ def analyze_command(
         pre_period=PrePeriod(pre_experiment, parse_time(pre_since, "--pre-since"),
                              parse_time(pre_until, "--pre-until"),
                              tuple(m.strip() for m in pre_modes.split(",") if m.strip())),
-        margins=parse_pairs(margin, "--margin"),
+        margins=parse_pairs(margin, "--margin"), aggregation=aggregation,  # type: ignore[arg-type]
         exclusions=ExclusionRules(max_searches_per_day, min_click_ms, exclude_crawlers, winsorize),
     )
     offline = _offline_evidence(evaluation, replay_report, html)

@@ -37,7 +37,7 @@ from abharness.core.events import (
     UnitAggregate,
 )
 from abharness.errors import StoreError
-from abharness.stores import codec, queries
+from abharness.stores import codec, queries, rollup
 from abharness.stores.base import WriteResult
 from abharness.stores.schema import LATEST_VERSION, MIGRATIONS_TABLE_DDL, pending
 
@@ -49,6 +49,11 @@ T = TypeVar("T")
 
 _MIGRATION_LOCK_KEY = 7_316_420_518  # pg_advisory_xact_lock key shared by every abharness process
 _RETRYABLE = (psycopg.OperationalError, PoolTimeout)
+_FINGERPRINTS = queries.to_pyformat(rollup.fingerprint_statement("postgresql"))
+_MAINTENANCE = tuple(
+    queries.to_pyformat(s)
+    for s in rollup.maintenance_statements("postgresql", staged_impressions=f"stage_impressions_v{LATEST_VERSION}")
+)
 
 # (table, columns, conflict key ordering)
 _TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -101,6 +106,7 @@ class PostgresStore:
         self.retry_initial_s = float(retry_initial_s)
         self.retry_max_s = float(retry_max_s)
         self._staged: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._rollup_seen = False
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
@@ -284,6 +290,7 @@ class PostgresStore:
 
         def run() -> int:
             stored = 0
+            new_ids: list[str] = []
             with self._pool.connection() as conn:
                 self._ensure_staging(conn)
                 with conn.transaction(), conn.cursor() as cur:
@@ -295,20 +302,37 @@ class PostgresStore:
                         with cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
                             for row in rows[table]:
                                 copy.write_row(row)
+                        returning = " RETURNING impression_id" if table == "impressions" else ""
                         cur.execute(
                             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY {key} "
-                            "ON CONFLICT DO NOTHING"
+                            "ON CONFLICT DO NOTHING" + returning
                         )
                         stored += max(0, cur.rowcount)
+                        if returning:
+                            new_ids = [r[0] for r in cur.fetchall()]
                     if dwells:  # a dwell signal fills the dwell time of a click stored without one
                         cur.executemany(
                             "UPDATE clicks SET dwell_ms = %s WHERE impression_id = %s AND doc_id = %s "
                             "AND dwell_ms IS NULL", dwells,
                         )
+                    self._maintain(cur, rows)
+                    if new_ids:
+                        cur.execute(_FINGERPRINTS, {"new_ids": new_ids})
             return stored
 
         stored = self._retry(f"writing {len(events)} events", run)
         return WriteResult(stored=stored, duplicates=len(events) - stored)
+
+    @staticmethod
+    def _maintain(cur: psycopg.Cursor[Any], rows: dict[str, list[tuple[Any, ...]]]) -> None:
+        """Bring impression_facts and unit_rollup up to date with the batch (same transaction)."""
+        facts, summaries, refresh = _MAINTENANCE
+        if rows["impressions"]:
+            cur.execute(facts)
+        touched = {"touched_ids": [r[0] for r in rows["impressions"]] + [r[0] for r in rows["clicks"]]}
+        if touched["touched_ids"]:
+            cur.execute(summaries, touched)
+            cur.execute(refresh, touched)
 
     # -- reads ---------------------------------------------------------------------------------------------
 
@@ -321,7 +345,32 @@ class PostgresStore:
 
     def experiments(self) -> list[str]:
         """Experiment ids with at least one impression."""
-        return [r[0] for r in self._fetch("listing experiments", "SELECT DISTINCT experiment_id FROM impressions ORDER BY 1")]
+        return [r[0] for r in self._fetch("listing experiments", queries.EXPERIMENTS_SQL)]
+
+    def unit_rows(
+        self, experiment_id: str, *, since: float | None = None, until: float | None = None,
+        modes: Sequence[str] = ("ab",),
+    ) -> Iterator[tuple[Any, ...]]:
+        """``unit_aggregates`` from the rollup as plain rows in ``UnitAggregate`` field order (segment None), for
+        callers that load a million of them into arrays without building objects."""
+        params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
+        sql = queries.to_pyformat(rollup.unit_rows_sql("postgresql", n_modes=len(modes)))
+        return self._stream("aggregating units", sql, params)
+
+    def has_rollup(self) -> bool:
+        """Whether the schema has ``unit_rollup`` (version >= 5); a store opened without migrating may not."""
+        if not self._rollup_seen:
+            self._rollup_seen = self.schema_version() >= rollup.SCHEMA_VERSION
+        return self._rollup_seen
+
+    def has_impressions(
+        self, experiment_id: str, *, since: float | None = None, until: float | None = None,
+        modes: Sequence[str] = ("ab",),
+    ) -> bool:
+        """True when the experiment has an impression of one of ``modes`` with since <= ts < until."""
+        params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
+        sql = queries.to_pyformat(rollup.exists_sql(n_modes=len(modes), rollup=self.has_rollup()))
+        return bool(self._fetch("probing for impressions", sql, params))
 
     def arms(self, experiment_id: str) -> list[str]:
         """Arm names with at least one impression in the experiment."""
@@ -336,10 +385,16 @@ class PostgresStore:
         until: float | None = None,
         segment: str | None = None,
         modes: Sequence[str] = ("ab",),
+        method: str = "rollup",
     ) -> Iterator[UnitAggregate]:
-        """Per-(unit, arm[, segment]) sums over impressions with since <= ts < until, computed in SQL."""
+        """Per-(unit, arm[, segment]) sums over impressions with since <= ts < until, computed in SQL.
+
+        ``method="rollup"`` (default) reads ``unit_rollup`` (segments always scan); ``"scan"`` aggregates the
+        raw impressions and clicks (the reference the rollup is tested against)."""
         if not modes:
             return iter(())
+        if segment is None and rollup.use_rollup(method) and self.has_rollup():
+            return queries.rows_to_unit_aggregates(self.unit_rows(experiment_id, since=since, until=until, modes=modes))
         sql = queries.unit_aggregates_sql(
             "postgresql", since=since, until=until, segment=segment, n_modes=len(modes)
         )
@@ -355,6 +410,10 @@ class PostgresStore:
         """(bucket start in unix seconds, arm, distinct units, impressions) per UTC-aligned bucket, in SQL."""
         if not modes:
             return []
+        if bucket_s == rollup.BUCKET_S and len(modes) == 1 and self.has_rollup():  # one row per unit-day
+            sql = queries.to_pyformat(rollup.traffic_sql(n_modes=1))
+            params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
+            return [(float(b) * bucket_s, a, int(u), int(n)) for b, a, u, n in self._stream("counting traffic per bucket", sql, params)]
         sql = queries.to_pyformat(queries.traffic_counts_sql("postgresql", since=since, until=until,
                                                              n_modes=len(modes)))
         params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=modes)
@@ -367,11 +426,25 @@ class PostgresStore:
         modes: Sequence[str] = ("ab", "interleave", "shadow"),
     ) -> list[tuple[str, float, float, int]]:
         """(fingerprints JSON, first ts, last ts, impressions) per distinct fingerprints value, in SQL."""
+        if self.has_rollup():
+            sql = queries.to_pyformat(rollup.fingerprint_spans_sql(n_modes=len(modes)))
+            params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
+            rows = self._stream("reading the fingerprints per deployment", sql, params)
+            return [(str(f), float(a), float(b), int(n)) for f, a, b, n in rows]
         sql = queries.to_pyformat(queries.fingerprint_spans_sql("postgresql", since=since, until=until,
                                                                 n_modes=len(modes)))
         params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=modes)
         rows = self._stream("reading the fingerprints per deployment", sql, params)
         return [(str(f), float(a), float(b), int(n)) for f, a, b, n in rows]
+    def cumulative_moments(
+        self, experiment_id: str, *, since: float | None, until: float | None, cuts: Sequence[float],
+        fields: Sequence[str], modes: Sequence[str] = ("ab",),
+    ) -> dict[str, list[tuple[float, list[float], list[float]]]]:
+        """Per arm, per cutoff: (units, sums, upper-triangle cross-products) of ``fields`` over [since, cut)."""
+        sql = rollup.cumulative_moments_sql("postgresql", n_modes=len(modes), n_cuts=len(cuts), fields=fields)
+        params = rollup.read_params(experiment_id, since=since, until=until, modes=modes, cuts=cuts)
+        rows = list(self._stream("aggregating looks", queries.to_pyformat(sql), params))
+        return rollup.rows_to_moments(rows, n_cuts=len(cuts), n_fields=len(fields))
 
     def unit_activity(
         self, experiment_id: str, *, since: float | None = None, until: float | None = None,
@@ -445,8 +518,19 @@ class PostgresStore:
         return out
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run one SQL statement (``%s``/``%(name)s`` parameters) in its own transaction; for tests and operators."""
-        return self._fetch("running a statement", sql, params)
+        """Run one SQL statement (``%s``/``%(name)s`` parameters) in its own transaction; for tests and operators.
+
+        A write to ``impressions`` or ``clicks`` rebuilds the rollups afterwards (``rollup.rebuild_statements``)."""
+        rows = self._fetch("running a statement", sql, params)
+        if rollup.touches_raw_rows(sql) and self.has_rollup():
+
+            def rebuild() -> None:
+                with self._pool.connection() as conn, conn.transaction():
+                    for statement in rollup.rebuild_statements("postgresql"):
+                        conn.execute(statement)
+
+            self._retry("rebuilding the rollups", rebuild)
+        return rows
 
     def close(self) -> None:
         """Close the pool (idempotent)."""

@@ -12,12 +12,18 @@ History
     3  ``heartbeat`` (one row per writer process): the readiness probe commits a write there, which proves the
        store can take a write (a read-only file, a full disk or a read-only standby fail it).
     4  ``feedback``: browser signals per shown result (seen, dwell), keyed by (impression, kind, doc).
+    5  fast analysis: ``impression_facts`` (one narrow row per impression with its click summary: click count,
+       first click time and position, best position) and ``unit_rollup`` (per-unit sums per UTC day), both
+       kept up to date by ``write_batch`` in the batch's transaction and backfilled here from the existing rows.
+       See ``abharness.stores.rollup``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from abharness.stores import rollup
 
 __all__ = ["Dialect", "Migration", "MIGRATIONS", "LATEST_VERSION", "MIGRATIONS_TABLE_DDL"]
 
@@ -191,6 +197,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "aggregation indexes and impressions.has_error", _V2_SQLITE, _V2_POSTGRESQL),
     Migration(3, "heartbeat table for the readiness probe's write", _V3, _V3),
     Migration(4, "feedback (seen, dwell)", _V4_SQLITE, _V4_POSTGRESQL),
+    Migration(5, "impression_facts and unit_rollup (fast analysis), backfilled", rollup.migration_statements("sqlite"),
+              rollup.migration_statements("postgresql")),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

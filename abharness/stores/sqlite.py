@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import json
 import logging
 import os
 import socket
@@ -43,7 +44,7 @@ from abharness.core.events import (
     UnitAggregate,
 )
 from abharness.errors import StoreError
-from abharness.stores import codec, queries
+from abharness.stores import codec, queries, rollup
 from abharness.stores.base import WriteResult
 from abharness.stores.schema import LATEST_VERSION, MIGRATIONS_TABLE_DDL, pending
 
@@ -104,6 +105,9 @@ def _shm_problem(shm: str) -> str | None:
         return None
     finally:
         os.close(fd)
+_FACTS, _CLICK_SUMMARIES, _REFRESH_ROLLUP = rollup.maintenance_statements("sqlite")
+_FINGERPRINTS = rollup.fingerprint_statement("sqlite")
+_EXISTING = "SELECT impression_id FROM impressions WHERE impression_id IN (SELECT value FROM json_each(?))"
 
 
 class SQLiteStore:
@@ -120,6 +124,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._closed = False
+        self._rollup_seen = False
         self._identity: tuple[int, int] | None = None
         self._broken: str | None = None
         self._shm_broken = False
@@ -329,7 +334,14 @@ class SQLiteStore:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 before = conn.total_changes
+                new_imps: list[tuple[Any, ...]] = []
                 if imps:
+                    # which impressions this batch stores for the first time (the fingerprint rollup counts them)
+                    seen = {r[0] for r in conn.execute(_EXISTING, (json.dumps([r[0] for r in imps]),))}
+                    for r in imps:
+                        if r[0] not in seen:
+                            seen.add(r[0])
+                            new_imps.append(r)
                     conn.executemany(_INSERT_IMPRESSION, imps)
                 if clicks:
                     conn.executemany(_INSERT_CLICK, clicks)
@@ -340,12 +352,25 @@ class SQLiteStore:
                 stored = conn.total_changes - before
                 if dwells:
                     conn.executemany(_FILL_DWELL, dwells)
+                self._maintain(conn, imps, clicks)
+                if new_imps:
+                    conn.executemany(_FINGERPRINTS, rollup.fingerprint_rows(new_imps))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise StoreError(f"writing {len(events)} events to {self.path!r} failed: {exc}") from exc
         return WriteResult(stored=stored, duplicates=len(events) - stored)
+
+    @staticmethod
+    def _maintain(conn: sqlite3.Connection, imps: list[tuple[Any, ...]], clicks: list[tuple[Any, ...]]) -> None:
+        """Bring impression_facts and unit_rollup up to date with the batch (same transaction)."""
+        if imps:
+            conn.executemany(_FACTS, [rollup.facts_from_impression_row(r) for r in imps])
+        touched = {"touched_ids": json.dumps([r[0] for r in imps] + [r[0] for r in clicks])}
+        if imps or clicks:
+            conn.execute(_CLICK_SUMMARIES, touched)
+            conn.execute(_REFRESH_ROLLUP, touched)
 
     # -- reads ---------------------------------------------------------------------------------------------
 
@@ -365,7 +390,31 @@ class SQLiteStore:
 
     def experiments(self) -> list[str]:
         """Experiment ids with at least one impression."""
-        return [r[0] for r in self._query("SELECT DISTINCT experiment_id FROM impressions ORDER BY 1")]
+        return [r[0] for r in self._query(queries.EXPERIMENTS_SQL)]
+
+    def unit_rows(
+        self, experiment_id: str, *, since: float | None = None, until: float | None = None,
+        modes: Sequence[str] = ("ab",),
+    ) -> Iterator[tuple[Any, ...]]:
+        """``unit_aggregates`` from the rollup as plain rows in ``UnitAggregate`` field order (segment None), for
+        callers that load a million of them into arrays without building objects."""
+        params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
+        sql = rollup.unit_rows_sql("sqlite", n_modes=len(modes))
+        return self._stream(sql, params)
+
+    def has_rollup(self) -> bool:
+        """Whether the schema has ``unit_rollup`` (version >= 5); a store opened without migrating may not."""
+        if not self._rollup_seen:
+            self._rollup_seen = self.schema_version() >= rollup.SCHEMA_VERSION
+        return self._rollup_seen
+
+    def has_impressions(
+        self, experiment_id: str, *, since: float | None = None, until: float | None = None,
+        modes: Sequence[str] = ("ab",),
+    ) -> bool:
+        """True when the experiment has an impression of one of ``modes`` with since <= ts < until."""
+        params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
+        return bool(self._query(rollup.exists_sql(n_modes=len(modes), rollup=self.has_rollup()), params))
 
     def arms(self, experiment_id: str) -> list[str]:
         """Arm names with at least one impression in the experiment."""
@@ -380,10 +429,16 @@ class SQLiteStore:
         until: float | None = None,
         segment: str | None = None,
         modes: Sequence[str] = ("ab",),
+        method: str = "rollup",
     ) -> Iterator[UnitAggregate]:
-        """Per-(unit, arm[, segment]) sums over impressions with since <= ts < until, computed in SQL."""
+        """Per-(unit, arm[, segment]) sums over impressions with since <= ts < until, computed in SQL.
+
+        ``method="rollup"`` (default) reads ``unit_rollup`` (segments always scan); ``"scan"`` aggregates the
+        raw impressions and clicks (the reference the rollup is tested against)."""
         if not modes:
             return iter(())
+        if segment is None and rollup.use_rollup(method) and self.has_rollup():
+            return queries.rows_to_unit_aggregates(self.unit_rows(experiment_id, since=since, until=until, modes=modes))
         sql = queries.unit_aggregates_sql("sqlite", since=since, until=until, segment=segment, n_modes=len(modes))
         params = queries.window_params(experiment_id, since=since, until=until, segment=segment, modes=modes)
         return queries.rows_to_unit_aggregates(self._stream(sql, params))
@@ -395,6 +450,10 @@ class SQLiteStore:
         """(bucket start in unix seconds, arm, distinct units, impressions) per UTC-aligned bucket, in SQL."""
         if not modes:
             return []
+        if bucket_s == rollup.BUCKET_S and len(modes) == 1 and self.has_rollup():  # one row per unit-day
+            sql = rollup.traffic_sql(n_modes=1)
+            params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
+            return [(float(b) * bucket_s, a, int(u), int(n)) for b, a, u, n in self._stream(sql, params)]
         sql = queries.traffic_counts_sql("sqlite", since=since, until=until, n_modes=len(modes))
         params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=modes)
         params["bucket_s"] = float(bucket_s)
@@ -405,9 +464,22 @@ class SQLiteStore:
         modes: Sequence[str] = ("ab", "interleave", "shadow"),
     ) -> list[tuple[str, float, float, int]]:
         """(fingerprints JSON, first ts, last ts, impressions) per distinct fingerprints value, in SQL."""
+        if self.has_rollup():
+            sql = rollup.fingerprint_spans_sql(n_modes=len(modes))
+            params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
+            return [(str(f), float(a), float(b), int(n)) for f, a, b, n in self._stream(sql, params)]
         sql = queries.fingerprint_spans_sql("sqlite", since=since, until=until, n_modes=len(modes))
         params = queries.window_params(experiment_id, since=since, until=until, segment=None, modes=modes)
         return [(str(f), float(a), float(b), int(n)) for f, a, b, n in self._stream(sql, params)]
+
+    def cumulative_moments(
+        self, experiment_id: str, *, since: float | None, until: float | None, cuts: Sequence[float],
+        fields: Sequence[str], modes: Sequence[str] = ("ab",),
+    ) -> dict[str, list[tuple[float, list[float], list[float]]]]:
+        """Per arm, per cutoff: (units, sums, upper-triangle cross-products) of ``fields`` over [since, cut)."""
+        sql = rollup.cumulative_moments_sql("sqlite", n_modes=len(modes), n_cuts=len(cuts), fields=fields)
+        params = rollup.read_params(experiment_id, since=since, until=until, modes=modes, cuts=cuts)
+        return rollup.rows_to_moments(self._query(sql, params), n_cuts=len(cuts), n_fields=len(fields))
 
     def unit_activity(
         self, experiment_id: str, *, since: float | None = None, until: float | None = None,
@@ -474,12 +546,22 @@ class SQLiteStore:
         return out
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one SQL statement (``:name`` or ``?`` parameters) and return its rows; for tests and operators."""
+        """Run one SQL statement (``:name`` or ``?`` parameters) and return its rows; for tests and operators.
+
+        A write to ``impressions`` or ``clicks`` rebuilds the rollups afterwards (``rollup.rebuild_statements``)."""
         with self._conn() as conn:
             try:
                 cur = conn.execute(sql, params)
-                return cur.fetchall() if cur.description else []
+                rows = cur.fetchall() if cur.description else []
+                if rollup.touches_raw_rows(sql) and self.has_rollup():  # keep the derived tables true
+                    conn.execute("BEGIN IMMEDIATE")
+                    for statement in rollup.rebuild_statements("sqlite"):
+                        conn.execute(statement)
+                    conn.execute("COMMIT")
+                return rows
             except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise StoreError(f"SQLite statement failed on {self.path!r}: {exc}") from exc
 
     def close(self) -> None:
