@@ -66,7 +66,7 @@ def create_ui_app(
 ) -> FastAPI:
     """The read-only UI over ``store``. ``analyze(store, experiment_id)`` returns an ``AnalysisReport`` (default:
     :func:`abharness.analysis.analyze` with default options)."""
-    from abharness.report.results import render_results_html
+    from abharness.report.results import results_context
     from abharness.report.templating import plotly_js, render
 
     if analyze is None:
@@ -77,6 +77,7 @@ def create_ui_app(
 
     run = analyze
     cache: dict[str, tuple[float, dict[str, Any] | None, str | None]] = {}
+    contexts: dict[str, tuple[float, dict[str, Any]]] = {}  # the page's figures and tables, per analysis
     locks: dict[str, threading.Lock] = {}
     guard = threading.Lock()
     app = FastAPI(title="abharness results", docs_url=None, redoc_url=None, openapi_url=None)
@@ -148,8 +149,15 @@ def create_ui_app(
         entries = await anyio.to_thread.run_sync(store.audit_log, experiment_id)
         live = {"store": store.url, "index": "/", "allocation": current_allocation(entries),
                 "audit": _audit_rows(entries)}
-        html = await anyio.to_thread.run_sync(lambda: render_results_html(
-            report, generated_at=at, live=live, plotly_src="/plotly.min.js", refresh_s=refresh_s))
-        return HTMLResponse(html)
+
+        def html() -> str:
+            built = contexts.get(experiment_id)
+            if built is None or built[0] != at:  # figures are drawn once per analysis, not once per request
+                built = (at, results_context(report, generated_at=at, live=live))
+                contexts[experiment_id] = built
+            return render("results.html.j2", **{**built[1], "live": live}, plotly_src="/plotly.min.js",
+                          refresh_s=refresh_s)
+
+        return HTMLResponse(await anyio.to_thread.run_sync(html))
 
     return app
