@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from abharness.analysis.exclusions import ExclusionRules
-from abharness.core.stats.metrics import GUARDRAIL_METRICS, METRICS, OUTCOME_METRICS, MetricSpec
+from abharness.core.stats.metrics import GUARDRAIL_METRICS, ONLINE_METRICS, OUTCOME_METRICS, OnlineMetricSpec
 from abharness.errors import ConfigError
 
 __all__ = ["AnalysisOptions", "PrePeriod"]
@@ -91,11 +91,11 @@ class AnalysisOptions:
             raise ConfigError(f"weights {dict(self.weights)}: must be non-negative")
         return self
 
-    def guardrail_specs(self) -> list[MetricSpec]:
+    def guardrail_specs(self) -> list[OnlineMetricSpec]:
         """Guardrail metric specs with margins from ``margins`` where given."""
         out = []
         for name in GUARDRAIL_METRICS:
-            spec = METRICS[name]
+            spec = ONLINE_METRICS[name]
             out.append(replace(spec, margin=float(self.margins[name])) if name in self.margins else spec)
         return out
 

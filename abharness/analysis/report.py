@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from abharness.core.interleaving import InterleavingResult
 from abharness.core.stats.compare import MetricComparison
-from abharness.core.stats.interleaving import InterleavingResult
 from abharness.core.stats.srm import SRMResult
 
 __all__ = ["AnalysisReport", "PowerSummary", "TimePoint", "CupedSummary", "SegmentBreakdown", "TrafficBucket",

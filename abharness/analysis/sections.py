@@ -11,7 +11,7 @@ import numpy as np
 from abharness.analysis.loading import UnitTable, has_rollup, load_units
 from abharness.analysis.report import SegmentBreakdown, TimePoint, TrafficBucket
 from abharness.core.stats.compare import compare_metric
-from abharness.core.stats.metrics import BASE_COLUMNS, METRICS
+from abharness.core.stats.metrics import BASE_COLUMNS, ONLINE_METRICS
 from abharness.core.stats.moments import Moments
 from abharness.core.stats.ratio import TestKind
 from abharness.core.stats.sequential import running_min
@@ -44,7 +44,7 @@ def cumulative_timeseries(
     qs = np.quantile(first_ts, np.arange(1, points) / points) if points > 1 else np.array([])
     cutoffs = sorted({float(np.nextafter(q, np.inf)) for q in qs})
     cutoffs = [c for c in cutoffs if until is None or c < until] + [until]
-    spec = METRICS[metric]
+    spec = ONLINE_METRICS[metric]
     fast = aggregation == "rollup" and keep_units is None and has_rollup(store)
     looks: dict[int, tuple[Moments, Moments]] = {}
     if fast:
@@ -132,7 +132,7 @@ def segment_breakdown(
         mc = Moments.from_matrix(BASE_COLUMNS, table.values[in_seg & (table.arm == control)])
         mt = Moments.from_matrix(BASE_COLUMNS, table.values[in_seg & (table.arm == treatment)])
         comps = {
-            name: compare_metric(mc, mt, METRICS[name], control_name=control, treatment_name=treatment,
+            name: compare_metric(mc, mt, ONLINE_METRICS[name], control_name=control, treatment_name=treatment,
                                  alpha=alpha, test=test, tuning_units=tuning_units)
             for name in metrics
         }

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from abharness.analysis.deployments import deployment_changes, describe_changes
+from abharness.analysis.exclusions import apply_exclusions
 from abharness.analysis.loading import (
     ALL_COLUMNS,
     has_impressions,
@@ -24,15 +25,14 @@ from abharness.analysis.loading import (
     moments_for,
     with_covariates,
 )
-from abharness.analysis.exclusions import apply_exclusions
 from abharness.analysis.options import AnalysisOptions
 from abharness.analysis.report import AnalysisReport, CupedSummary, PowerSummary
 from abharness.analysis.sections import cumulative_timeseries, segment_breakdown, traffic_buckets
+from abharness.core.interleaving import InterleavingResult, decide_interleaving, interleaving_test
 from abharness.core.stats.bootstrap import cluster_bootstrap
 from abharness.core.stats.compare import MetricComparison, compare_metric
-from abharness.core.stats.decision import Decision, decide, decide_interleaving
-from abharness.core.stats.interleaving import InterleavingResult, interleaving_test
-from abharness.core.stats.metrics import BASE_COLUMNS, METRICS, parse_metrics
+from abharness.core.stats.decision import Decision, decide
+from abharness.core.stats.metrics import BASE_COLUMNS, ONLINE_METRICS, parse_online_metrics
 from abharness.core.stats.moments import Moments
 from abharness.core.stats.multiple import benjamini_hochberg, holm
 from abharness.core.stats.power import (
@@ -100,7 +100,7 @@ def analyze(
     """
     say = progress or (lambda _msg: None)
     opts = (options or AnalysisOptions()).with_config(config).validated()
-    names = parse_metrics(metrics)
+    names = parse_online_metrics(metrics)
     if opts.primary not in names:
         names = (opts.primary, *names)
     if since is not None and until is not None and since >= until:
@@ -175,12 +175,12 @@ def analyze(
     for t in treatments:
         comps = {}
         for name in names:
-            spec = METRICS[name]
+            spec = ONLINE_METRICS[name]
             covs = (f"pre_{spec.numerator}", f"pre_{spec.denominator}", "has_history") if cuped.applied else ()
             comps[name] = compare_metric(moments[control], moments[t], spec, control_name=control, treatment_name=t,
                                          covariates=covs, alpha=opts.alpha, test=opts.test,
                                          tuning_units=opts.tuning_units)
-        by_treatment[t] = _adjust_multiple(comps, opts.alpha)
+        by_treatment[t] = _adjust_multiple(comps)
         guardrails[t] = {
             g.name: compare_metric(moments[control], moments[t], g, control_name=control, treatment_name=t,
                                    alpha=opts.alpha, test=opts.test, tuning_units=opts.tuning_units)
@@ -254,24 +254,24 @@ def _pre_period(
                              table.rows - with_history, note)
 
 
-def _adjust_multiple(comps: dict[str, MetricComparison], alpha: float) -> dict[str, MetricComparison]:
+def _adjust_multiple(comps: dict[str, MetricComparison]) -> dict[str, MetricComparison]:
     names = list(comps)
     p = [comps[n].p_value for n in names]
-    h, b = holm(p, alpha), benjamini_hochberg(p, alpha)
+    h, b = holm(p), benjamini_hochberg(p)
     return {n: dataclasses.replace(comps[n], p_holm=h[i], p_bh=b[i]) for i, n in enumerate(names)}
 
 
 def _bootstrap(table: Any, control: str, treatment: str, comps: dict[str, MetricComparison],
                opts: AnalysisOptions, diagnostics: list[str]) -> dict[str, MetricComparison]:
     names = list(comps)
-    pairs = [(BASE_COLUMNS.index(METRICS[n].numerator), BASE_COLUMNS.index(METRICS[n].denominator)) for n in names]
+    pairs = [(BASE_COLUMNS.index(ONLINE_METRICS[n].numerator), BASE_COLUMNS.index(ONLINE_METRICS[n].denominator)) for n in names]
     xc, xt = table.values[table.mask(control)], table.values[table.mask(treatment)]
     res = cluster_bootstrap(xc, xt, pairs, samples=opts.bootstrap_samples, alpha=opts.alpha,
                             rng=np.random.default_rng(opts.seed))
     mc, mt = Moments.from_matrix(BASE_COLUMNS, xc), Moments.from_matrix(BASE_COLUMNS, xt)
     out = {}
     for n, r in zip(names, res):
-        spec = METRICS[n]
+        spec = ONLINE_METRICS[n]
         delta_se = float(ratio_diff(mc, mt, spec.numerator, spec.denominator).se)
         if np.isfinite(r.se) and delta_se > 0 and abs(r.se / delta_se - 1) > _BOOTSTRAP_MISMATCH:
             diagnostics.append(f"{treatment}/{n}: cluster-bootstrap SE {r.se:.3g} differs from the (unadjusted) "

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Header, Request
 
 from abharness.api.routes import RequestError, Service
 from abharness.api.schemas import AllocationRequest, KillRequest, OverrideRequest, error_responses
-from abharness.core.assignment import allocation, is_ramp_up
+from abharness.core.assignment import allocation, arms_with_decreasing_share
 from abharness.serve.service import ProxyService
 
 __all__ = ["admin_router"]
@@ -89,7 +89,7 @@ async def put_allocation(body: AllocationRequest, service: Service, actor: Actor
         allocation({name: body.weights[name] for name in service.state.weights}, service.config.control)
     except ValueError as exc:
         raise RequestError(422, "invalid_weights", f"weights: {exc}") from None
-    down = is_ramp_up(service.state.weights, body.weights, service.config.control)
+    down = arms_with_decreasing_share(service.state.weights, body.weights, service.config.control)
     if down and not body.allow_decrease:
         raise RequestError(
             409,

@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["BUCKETS", "bucket", "Allocation", "allocation", "assign", "is_ramp_up"]
+__all__ = ["BUCKETS", "bucket", "Allocation", "allocation", "assign", "arms_with_decreasing_share"]
 
 BUCKETS = 10_000
 _WEIGHT_TOLERANCE = 1e-6
@@ -113,7 +113,7 @@ def assign(
     return alloc.arm_for_bucket(bucket(salt, unit_id))
 
 
-def is_ramp_up(old: Mapping[str, float], new: Mapping[str, float], control: str) -> list[str]:
+def arms_with_decreasing_share(old: Mapping[str, float], new: Mapping[str, float], control: str) -> list[str]:
     """Treatment arms whose weight would *decrease* going from ``old`` to ``new`` (empty list: a pure ramp-up).
 
     A decrease moves units back from that treatment to control, which breaks stickiness for them.

@@ -1,4 +1,7 @@
-"""Ranking metrics over a run and graded qrels, as strings like ``"ndcg@10"``: parsed once, computed by ranx.
+"""Offline IR metrics over a run and graded qrels, as strings like ``"ndcg@10"``: parsed once, computed by ranx.
+
+The online A/B ratio metrics (CTR, MRR of clicks, ...) are another family: ``OnlineMetricSpec`` in
+:mod:`abharness.core.stats.metrics`.
 
 Pure core: numbers in, numbers out. No I/O, no clock.
 
@@ -12,7 +15,7 @@ Conventions (identical to trec_eval, and cross-checked against ``pytrec_eval`` i
 * Queries evaluated: every qrels query with at least one relevant document, in sorted id order
   (``evaluated_query_ids``). A query missing from the run scores 0. Run queries without qrels are ignored.
 
-Metrics (``METRICS`` is the one table the parser and the error messages use):
+Metrics (``IR_METRICS`` is the one table the parser and the error messages use):
 
 * ``recall@k``    |relevant in top k| / |relevant|                                  (trec_eval ``recall_k``)
 * ``precision@k`` |relevant in top k| / k                                           (trec_eval ``P_k``)
@@ -33,11 +36,11 @@ import numpy as np
 from abharness.errors import ConfigError
 
 __all__ = [
-    "METRICS",
-    "MetricSpec",
+    "IR_METRICS",
+    "IRMetricSpec",
     "MetricTable",
-    "parse_metric",
-    "parse_metrics",
+    "parse_ir_metric",
+    "parse_ir_metrics",
     "evaluated_query_ids",
     "rank_run",
     "compute",
@@ -45,7 +48,7 @@ __all__ = [
 ]
 
 # name -> (ranx metric name, trec_eval measure family, one-line description)
-METRICS: dict[str, tuple[str, str, str]] = {
+IR_METRICS: dict[str, tuple[str, str, str]] = {
     "recall": ("recall", "recall", "fraction of the relevant documents found in the top k"),
     "precision": ("precision", "P", "fraction of the top k that is relevant"),
     "mrr": ("mrr", "recip_rank", "1 / rank of the first relevant document in the top k"),
@@ -59,12 +62,12 @@ Qrels = Mapping[str, Mapping[str, int]]
 
 
 def _valid_forms() -> str:
-    return ", ".join(f"{name}@k" for name in METRICS)
+    return ", ".join(f"{name}@k" for name in IR_METRICS)
 
 
 @dataclass(frozen=True, slots=True, order=True)
-class MetricSpec:
-    """A parsed metric: ``name`` from ``METRICS`` and a cutoff ``k`` >= 1."""
+class IRMetricSpec:
+    """A parsed offline IR metric: ``name`` from ``IR_METRICS`` and a cutoff ``k`` >= 1."""
 
     name: str
     k: int
@@ -74,42 +77,42 @@ class MetricSpec:
 
     @property
     def ranx_name(self) -> str:
-        return f"{METRICS[self.name][0]}@{self.k}"
+        return f"{IR_METRICS[self.name][0]}@{self.k}"
 
     @property
     def trec_eval_measure(self) -> str:
         """The pytrec_eval measure giving the same number (``recip_rank`` must be fed the run cut at k)."""
-        family = METRICS[self.name][1]
+        family = IR_METRICS[self.name][1]
         return family if family == "recip_rank" else f"{family}.{self.k}"
 
     @property
     def trec_eval_key(self) -> str:
-        family = METRICS[self.name][1]
+        family = IR_METRICS[self.name][1]
         return family if family == "recip_rank" else f"{family}_{self.k}"
 
 
-def parse_metric(spec: str | MetricSpec) -> MetricSpec:
-    """Parse ``"ndcg@10"`` into ``MetricSpec("ndcg", 10)``; raise ``ConfigError`` listing the valid forms."""
-    if isinstance(spec, MetricSpec):
+def parse_ir_metric(spec: str | IRMetricSpec) -> IRMetricSpec:
+    """Parse ``"ndcg@10"`` into ``IRMetricSpec("ndcg", 10)``; raise ``ConfigError`` listing the valid forms."""
+    if isinstance(spec, IRMetricSpec):
         return spec
     if not isinstance(spec, str):
         raise ConfigError(f"metric {spec!r} is not a string; use one of: {_valid_forms()} (e.g. 'ndcg@10')")
     text = spec.strip().lower()
     name, sep, k_text = text.partition("@")
-    if name not in METRICS:
+    if name not in IR_METRICS:
         raise ConfigError(f"unknown metric {spec!r}; valid metrics are {_valid_forms()} (e.g. 'ndcg@10')")
     if not sep or not k_text.isdigit() or int(k_text) < 1:
         raise ConfigError(
             f"metric {spec!r} needs a cutoff k >= 1 after '@', e.g. '{name}@10'; valid forms: {_valid_forms()}"
         )
-    return MetricSpec(name, int(k_text))
+    return IRMetricSpec(name, int(k_text))
 
 
-def parse_metrics(specs: Iterable[str | MetricSpec]) -> tuple[MetricSpec, ...]:
+def parse_ir_metrics(specs: Iterable[str | IRMetricSpec]) -> tuple[IRMetricSpec, ...]:
     """Parse several metric strings, keeping order and dropping duplicates."""
-    out: list[MetricSpec] = []
+    out: list[IRMetricSpec] = []
     for spec in specs:
-        parsed = parse_metric(spec)
+        parsed = parse_ir_metric(spec)
         if parsed not in out:
             out.append(parsed)
     if not out:
@@ -137,7 +140,7 @@ class MetricTable:
     scores: Mapping[str, np.ndarray]
 
     def mean(self, metric: str) -> float:
-        values = self.scores[str(parse_metric(metric))]
+        values = self.scores[str(parse_ir_metric(metric))]
         return float(values.mean()) if values.size else 0.0
 
     def subset(self, keep: Iterable[str]) -> MetricTable:
@@ -150,7 +153,7 @@ class MetricTable:
         )
 
 
-def compute_table(run: Run, qrels: Qrels, metrics: Iterable[str | MetricSpec]) -> MetricTable:
+def compute_table(run: Run, qrels: Qrels, metrics: Iterable[str | IRMetricSpec]) -> MetricTable:
     """Per-query values of ``metrics`` for ``run`` against ``qrels`` (see the module docstring for conventions).
 
     Backed by ranx's numba kernels (Bassani, ECIR 2022); doc ids are mapped to integers here, so no
@@ -160,7 +163,7 @@ def compute_table(run: Run, qrels: Qrels, metrics: Iterable[str | MetricSpec]) -
     from numba.typed import List as TypedList
     from ranx.metrics import metric_switch
 
-    specs = parse_metrics(metrics)
+    specs = parse_ir_metrics(metrics)
     query_ids = evaluated_query_ids(qrels)
     if not query_ids:
         return MetricTable((), {str(s): np.zeros(0) for s in specs})
@@ -186,11 +189,11 @@ def compute_table(run: Run, qrels: Qrels, metrics: Iterable[str | MetricSpec]) -
         # ranx's parallel kernels trigger a harmless numba compile-time cast warning (uint64 loop index).
         warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
         for s in specs:
-            values = metric_switch(METRICS[s.name][0])(typed_qrels, typed_run, s.k, 1)
+            values = metric_switch(IR_METRICS[s.name][0])(typed_qrels, typed_run, s.k, 1)
             scores[str(s)] = np.asarray(values, dtype=np.float64)
     return MetricTable(query_ids, scores)
 
 
-def compute(run: Run, qrels: Qrels, metrics: Iterable[str | MetricSpec]) -> dict[str, np.ndarray]:
+def compute(run: Run, qrels: Qrels, metrics: Iterable[str | IRMetricSpec]) -> dict[str, np.ndarray]:
     """Per-query metric arrays keyed by the canonical metric string, aligned to ``evaluated_query_ids(qrels)``."""
     return dict(compute_table(run, qrels, metrics).scores)

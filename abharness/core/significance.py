@@ -5,7 +5,8 @@
   (1 + b) / (1 + R) correction of Phipson & Smyth (2010), which never reports p = 0.
 * ``paired_bootstrap_ci``: percentile bootstrap interval of the mean paired difference (Efron & Tibshirani 1993).
 * ``bootstrap_ci``: percentile bootstrap interval of any statistic of resampled rows (used for correlations).
-* ``holm``: Holm's (1979) step-down adjustment of a family of p-values (strong family-wise error control).
+
+Multiple-testing adjustment across metrics is ``abharness.core.stats.multiple.holm`` (the package's one Holm).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ __all__ = [
     "paired_randomization_test",
     "paired_bootstrap_ci",
     "bootstrap_ci",
-    "holm",
     "compare_paired",
 ]
 
@@ -130,26 +130,6 @@ def paired_bootstrap_ci(
         means[start:stop] = d[idx].mean(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return (float(lo), float(hi))
-
-
-def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values, in the input order.
-
-    Sort p ascending; adjusted p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)). Rejecting adjusted p <= alpha
-    controls the family-wise error rate at alpha under any dependence. Reference: Holm (1979), Scand. J. Stat.
-    """
-    p = np.asarray(p_values, dtype=np.float64)
-    if p.ndim != 1 or np.any((p < 0) | (p > 1)) or np.any(np.isnan(p)):
-        raise ConfigError(f"p-values must be a 1-D array of numbers in [0, 1], got {p!r}")
-    m = p.size
-    if m == 0:
-        return p.copy()
-    order = np.argsort(p, kind="stable")
-    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
-    adjusted_sorted = np.maximum.accumulate(scaled)
-    out = np.empty(m)
-    out[order] = adjusted_sorted
-    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from abharness.core.irmetrics import MetricTable, compute_table
-from abharness.core.significance import PairedComparison, compare_paired, holm
+from abharness.core.significance import PairedComparison, compare_paired
+from abharness.core.stats.multiple import holm
 from abharness.evaluation.checks import combine_verdicts, significance_verdict
 
 __all__ = ["score_runs", "compare_tables", "comparison_dict"]
@@ -35,8 +36,8 @@ def compare_tables(
         compare_paired(m, base.scores[m], cand.scores[m], n_resamples=n_resamples, alpha=alpha, seed=seed)
         for m in metrics
     ]
-    adjusted = holm([c.p_value for c in comps]) if comps else []
-    return [replace(c, p_holm=float(p)) for c, p in zip(comps, adjusted)]
+    adjusted = holm([c.p_value for c in comps])
+    return [replace(c, p_holm=p) for c, p in zip(comps, adjusted)]
 
 
 def comparison_dict(

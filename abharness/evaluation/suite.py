@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from abharness.core.irmetrics import parse_metrics
+from abharness.core.irmetrics import parse_ir_metrics
 from abharness.errors import ConfigError
 
 __all__ = [
@@ -55,12 +55,12 @@ class RetrievalSuite(_Strict):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(str(m) for m in parse_metrics(value))
+        return tuple(str(m) for m in parse_ir_metrics(value))
 
     @field_validator("primary_metric")
     @classmethod
     def _primary(cls, value: str) -> str:
-        return str(parse_metrics([value])[0])
+        return str(parse_ir_metrics([value])[0])
 
 
 class STSSet(_Strict):

@@ -28,10 +28,11 @@ from scipy import stats as sps
 from abharness.backends.base import SearchBackend
 from abharness.core import irmetrics
 from abharness.core.overlap import jaccard_at_k, rbo_ext
-from abharness.core.significance import PairedComparison, compare_paired, holm
+from abharness.core.significance import PairedComparison, compare_paired
 from abharness.core.stats.compare import MetricComparison, compare_metric
-from abharness.core.stats.metrics import BASE_COLUMNS, METRICS
+from abharness.core.stats.metrics import BASE_COLUMNS, ONLINE_METRICS
 from abharness.core.stats.moments import Moments
+from abharness.core.stats.multiple import holm
 from abharness.core.stats.ratio import ratio_estimate
 from abharness.errors import ConfigError, FingerprintMismatch
 from abharness.replay.agreement import Agreement, agreement_rows
@@ -156,7 +157,7 @@ def check_fingerprints(
 
 
 def _offline_delta(metric: str, units: list[str], rows_c: np.ndarray, rows_t: np.ndarray, alpha: float) -> OfflineDelta:
-    spec = METRICS[metric]
+    spec = ONLINE_METRICS[metric]
     i_num, i_den = BASE_COLUMNS.index(spec.numerator), BASE_COLUMNS.index(spec.denominator)
     cols = ("diff", "den", "control", "treatment")
     m = unit_moments(units, np.column_stack([rows_t[:, i_num] - rows_c[:, i_num], rows_c[:, i_den],
@@ -183,7 +184,7 @@ def _ir_compare(run_c: dict, run_t: dict, qrels: Mapping[str, Mapping[str, int]]
     tt = irmetrics.compute_table(run_t, qrels, metrics)
     out = {m: compare_paired(m, tc.scores[m], tt.scores[m], n_resamples=2000, seed=seed) for m in tc.scores}
     adjusted = holm([c.p_value for c in out.values()])
-    return {m: replace(c, p_holm=float(p)) for (m, c), p in zip(out.items(), adjusted)}
+    return {m: replace(c, p_holm=p) for (m, c), p in zip(out.items(), adjusted)}
 
 
 def replay(
@@ -219,7 +220,7 @@ def replay(
             raise ConfigError(f"no backend for arm {name!r}; backends given: {sorted(backends)}")
     if control == treatment:
         raise ConfigError(f"control and treatment are both {control!r}; replay compares two different arms")
-    irmetrics.parse_metrics(ir_metrics)
+    irmetrics.parse_ir_metrics(ir_metrics)
     say("reading logged impressions")
     logged = read_logged(store, experiment_id, since=since, until=until, sample=sample, seed=seed)
     new_versions = check_fingerprints(logged, {control: backends[control], treatment: backends[treatment]},
@@ -247,7 +248,7 @@ def replay(
         mc = unit_moments([units[i] for i in by_arm[control]], rows[control][by_arm[control]])
         mt = unit_moments([units[i] for i in by_arm[treatment]], rows[treatment][by_arm[treatment]])
         for metric in REPLAYABLE_METRICS:
-            replayed_online[metric] = compare_metric(mc, mt, METRICS[metric], control_name=control,
+            replayed_online[metric] = compare_metric(mc, mt, ONLINE_METRICS[metric], control_name=control,
                                                      treatment_name=treatment, alpha=alpha)
     # (b) offline delta: both arms' lists on every logged impression, paired
     offline_click = {m: _offline_delta(m, units, rows[control], rows[treatment], alpha) for m in REPLAYABLE_METRICS}
@@ -307,5 +308,5 @@ def online_comparisons(
         return {}
     mc = Moments.from_matrix(BASE_COLUMNS, table.values[table.mask(control)])
     mt = Moments.from_matrix(BASE_COLUMNS, table.values[table.mask(treatment)])
-    return {m: compare_metric(mc, mt, METRICS[m], control_name=control, treatment_name=treatment, alpha=alpha)
+    return {m: compare_metric(mc, mt, ONLINE_METRICS[m], control_name=control, treatment_name=treatment, alpha=alpha)
             for m in REPLAYABLE_METRICS}

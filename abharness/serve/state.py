@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from abharness.config import ExperimentConfig
-from abharness.core.assignment import Allocation, allocation, is_ramp_up
+from abharness.core.assignment import Allocation, allocation, arms_with_decreasing_share
 from abharness.core.events import AuditEntry
 from abharness.errors import ConfigError
 
@@ -109,7 +109,7 @@ def restore_state(
     if admin_weights is not None and set(admin_weights) == arms and last_start_cfg == cfg_weights:
         state.set_weights(admin_weights)  # config unchanged since the last start: the admin's ramp stands
     if previous is not None and set(previous) == arms:
-        down = is_ramp_up(previous, state.weights, config.control)
+        down = arms_with_decreasing_share(previous, state.weights, config.control)
         if down and not config.allow_ramp_down:
             raise ConfigError(
                 f"weights: starting with {state.weights} would lower the share of {down} from {previous} and move "

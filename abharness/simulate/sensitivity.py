@@ -13,7 +13,7 @@ click model (``abharness.core.clickmodels``) turns the qrels grades of the shown
   R = sum x / sum n and Var(R) = (s_x^2 - 2 R s_xn + R^2 s_n^2) / (N nbar^2); z = (R_T - R_C) / sqrt(V_T + V_C).
 - Interleaving: every impression shows the team-draft interleaving (Radlinski, Kurup & Joachims, CIKM 2008;
   ``abharness.core.interleaving.team_draft``) of both top-k lists. Clicks are credited to the team that
-  contributed the result; an impression is a win for the team with more clicks. Per unit, the preference
+  contributed the result; an impression is a win for the team with more clicks (``credit_two_teams``). Per unit, the preference
   score is (wins_T - wins_C) / impressions; a one-sample t-test over units tests its mean against 0
   (Chapelle, Joachims, Radlinski & Yue, ACM TOIS 2012).
 
@@ -34,6 +34,7 @@ import numpy as np
 from scipy import stats as sps
 
 from abharness.core.clickmodels import ClickModel
+from abharness.core.interleaving import credit_two_teams, team_draft
 from abharness.errors import ConfigError
 from abharness.simulate.population import QueryPool
 
@@ -67,8 +68,6 @@ def prepare_arm_lists(
     and drawing one uniformly per impression reproduces the exact distribution of interleaved lists (a fixed
     random sample of interleavings would bias the outcome for the most popular queries).
     """
-    from abharness.core.interleaving import team_draft
-
     missing = [q for q in pool.query_ids if q not in control or q not in treatment]
     if missing:
         raise ConfigError(f"{len(missing)} pool queries have no ranking in one arm (e.g. {missing[0]!r}); "
@@ -136,13 +135,8 @@ def interleaving_unit_scores(
     which = rng.integers(0, lists.interleaved.shape[1], size=flat.size)
     g = lists.interleaved[flat, which]
     team = lists.interleaved_team_is_treatment[flat, which]
-    clicks = model.sample(g, rng)
-    ct = (clicks & team).sum(axis=1)
-    cc = (clicks & ~team).sum(axis=1)
-    win_t = (ct > cc).reshape(n, m).sum(axis=1)
-    win_c = (cc > ct).reshape(n, m).sum(axis=1)
-    tie = ((ct == cc) & (ct > 0)).reshape(n, m).sum(axis=1)
-    return win_t.astype(float), win_c.astype(float), tie.astype(float)
+    win_t, win_c, tie = credit_two_teams(model.sample(g, rng), team)
+    return tuple(x.reshape(n, m).sum(axis=1).astype(float) for x in (win_t, win_c, tie))  # type: ignore[return-value]
 
 
 def _ratio_var(x: np.ndarray, n: np.ndarray) -> tuple[float, float]:

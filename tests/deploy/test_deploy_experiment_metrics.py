@@ -110,10 +110,10 @@ def test_gauges_equal_the_analysis_of_a_real_log(store, deploy: SimpleNamespace)
     assert _value(s, "abharness_experiment_analysis_timestamp_seconds") == 1234.5
     assert _value(s, "abharness_experiment_analysis_duration_seconds") == 0.25
     # guardrails are exported too, and every label value comes from the fixed metric table
-    from abharness.core.stats.metrics import METRICS
+    from abharness.core.stats.metrics import ONLINE_METRICS
 
     exported = {dict(lbl)["metric"] for (name, lbl) in s if name == "abharness_experiment_lift"}
-    assert {"latency_ms", "error_rate", "fallback_rate"} <= exported <= set(METRICS)
+    assert {"latency_ms", "error_rate", "fallback_rate"} <= exported <= set(ONLINE_METRICS)
 
 
 def _snap(decision: str, metrics: tuple[MetricSnapshot, ...], units: dict[str, int], at: float = 1.0):

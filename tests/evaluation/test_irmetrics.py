@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from abharness.core.irmetrics import METRICS, compute, compute_table, evaluated_query_ids, parse_metric, rank_run
+from abharness.core.irmetrics import IR_METRICS, compute, compute_table, evaluated_query_ids, parse_ir_metric, rank_run
 from abharness.errors import ConfigError
 
 ALL = ["recall@10", "precision@10", "mrr@10", "ndcg@10", "map@100", "hit_rate@10", "ndcg@3", "recall@1", "mrr@2"]
@@ -75,7 +75,7 @@ def test_matches_pytrec_eval(graded: bool, ties: bool) -> None:
     table = compute_table(run, qrels, ALL)
     assert len(table.query_ids) > 40
     for metric in ALL:
-        spec = parse_metric(metric)
+        spec = parse_ir_metric(metric)
         cut_run = run
         if spec.name == "mrr":  # trec_eval's recip_rank has no cutoff: give it the top k only
             cut_run = {q: {d: s for d, s in r.items() if d in rank_run(r)[: spec.k]} for q, r in run.items()}
@@ -97,12 +97,12 @@ def test_perfect_run_scores_one() -> None:
 @pytest.mark.parametrize("bad", ["ndcg", "ndcg@0", "ndcg@x", "bleu@10", "", "@10"])
 def test_bad_metric_lists_valid_ones(bad: str) -> None:
     with pytest.raises(ConfigError) as err:
-        parse_metric(bad)
-    for name in METRICS:
+        parse_ir_metric(bad)
+    for name in IR_METRICS:
         assert f"{name}@k" in str(err.value)
     assert repr(bad) in str(err.value)
 
 
 def test_parse_is_canonical() -> None:
-    assert str(parse_metric(" NDCG@10 ")) == "ndcg@10"
+    assert str(parse_ir_metric(" NDCG@10 ")) == "ndcg@10"
     assert evaluated_query_ids({"b": {"x": 1}, "a": {"y": 2}, "c": {"z": 0}}) == ("a", "b")

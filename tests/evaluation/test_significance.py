@@ -5,15 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
-from abharness.core.significance import (
-    bootstrap_ci,
-    compare_paired,
-    holm,
-    paired_bootstrap_ci,
-    paired_randomization_test,
-)
+from abharness.core.significance import bootstrap_ci, compare_paired, paired_bootstrap_ci, paired_randomization_test
 from abharness.errors import ConfigError
 
 
@@ -58,20 +51,6 @@ def test_false_positive_rate_under_null_is_near_alpha() -> None:
         rejections += paired_randomization_test(a, b, n_resamples=500, seed=i) <= 0.05
     rate = rejections / sims
     assert 0.02 <= rate <= 0.085  # binomial(400, 0.05) sd ~ 0.011
-
-
-def test_holm_matches_statsmodels() -> None:
-    rng = np.random.default_rng(6)
-    for _ in range(20):
-        p = rng.random(rng.integers(1, 9)) ** 2
-        expected = multipletests(p, method="holm")[1]
-        np.testing.assert_allclose(holm(p), expected, atol=1e-12)
-    assert holm([]).size == 0
-
-
-def test_holm_rejects_bad_input() -> None:
-    with pytest.raises(ConfigError, match="p-values"):
-        holm([0.1, 1.5])
 
 
 def test_paired_bootstrap_ci_covers_true_mean() -> None:

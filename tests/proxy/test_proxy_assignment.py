@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from abharness.core.assignment import BUCKETS, allocation, assign, bucket, is_ramp_up
+from abharness.core.assignment import BUCKETS, allocation, arms_with_decreasing_share, assign, bucket
 
 unit_ids = st.text(min_size=1, max_size=40)
 salts = st.text(min_size=1, max_size=20)
@@ -109,5 +109,5 @@ def test_allocation_rejects_bad_weights_naming_the_arm():
 def test_share_matches_weights_and_ramp_down_is_detected():
     a = allocation({"c": 0.9, "t": 0.1})
     assert a.share("t") == pytest.approx(0.1) and a.share("c") == pytest.approx(0.9)
-    assert is_ramp_up({"c": 0.9, "t": 0.1}, {"c": 0.5, "t": 0.5}, "c") == []
-    assert is_ramp_up({"c": 0.5, "t": 0.5}, {"c": 0.9, "t": 0.1}, "c") == ["t"]
+    assert arms_with_decreasing_share({"c": 0.9, "t": 0.1}, {"c": 0.5, "t": 0.5}, "c") == []
+    assert arms_with_decreasing_share({"c": 0.5, "t": 0.5}, {"c": 0.9, "t": 0.1}, "c") == ["t"]

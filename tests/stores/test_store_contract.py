@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import pytest
 
 from abharness.core.events import AuditEntry, Click, Impression, InterleaveUnitAggregate, ShownResult, UnitAggregate
+from abharness.core.interleaving import credit_impression
 from abharness.errors import StoreError
 from abharness.stores import open_store
 from abharness.stores.base import EventStore
@@ -164,19 +165,13 @@ def reference_interleave(
             continue
         a = acc.setdefault(imp.unit_id, {"impressions": 0, "wins": {}, "ties": 0, "no_click": 0})
         a["impressions"] += 1
-        per_team: dict[str, int] = defaultdict(int)
-        for c in by_imp.get(imp.impression_id, []):
-            if c.team is not None:
-                per_team[c.team] += 1
-        if not per_team:
+        credit = credit_impression(c.team for c in by_imp.get(imp.impression_id, []))  # the core's one rule
+        if credit.outcome == "no_click":
             a["no_click"] += 1
-            continue
-        best = max(per_team.values())
-        leaders = [t for t, n in per_team.items() if n == best]
-        if len(leaders) > 1:
+        elif credit.outcome == "tie":
             a["ties"] += 1
         else:
-            a["wins"][leaders[0]] = a["wins"].get(leaders[0], 0) + 1
+            a["wins"][credit.team] = a["wins"].get(credit.team, 0) + 1
     return {u: InterleaveUnitAggregate(unit_id=u, **a) for u, a in acc.items()}
 
 

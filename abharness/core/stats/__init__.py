@@ -10,7 +10,6 @@ No I/O, no clock, no environment. Modules:
 - ``srm``: sample-ratio mismatch.
 - ``bootstrap``: unit-level (cluster) bootstrap cross-check.
 - ``multiple``: Holm and Benjamini-Hochberg.
-- ``interleaving``: per-unit preference test, Delta_AB, sign test.
 - ``power``: sample size, MDE, days still needed.
 - ``decision``: ship / keep-running / rollback.
 """
@@ -20,14 +19,13 @@ from __future__ import annotations
 from abharness.core.stats.bootstrap import BootstrapResult, cluster_bootstrap
 from abharness.core.stats.compare import ArmEstimate, MetricComparison, NonInferiority, compare_metric
 from abharness.core.stats.decision import EXIT_CODES, Decision, decide
-from abharness.core.stats.interleaving import InterleavingResult, interleaving_test
 from abharness.core.stats.metrics import (
     BASE_COLUMNS,
     GUARDRAIL_METRICS,
-    METRICS,
+    ONLINE_METRICS,
     OUTCOME_METRICS,
-    MetricSpec,
-    parse_metrics,
+    OnlineMetricSpec,
+    parse_online_metrics,
 )
 from abharness.core.stats.moments import Moments
 from abharness.core.stats.multiple import benjamini_hochberg, holm
@@ -47,9 +45,9 @@ from abharness.core.stats.srm import SRM_ALARM_P, SRMResult, srm_test
 
 __all__ = [
     "ArmEstimate", "BASE_COLUMNS", "BootstrapResult", "CtrPlan", "Decision", "EXIT_CODES", "GUARDRAIL_METRICS",
-    "InterleavingResult", "METRICS", "MetricComparison", "MetricSpec", "Moments", "NonInferiority",
+    "ONLINE_METRICS", "MetricComparison", "OnlineMetricSpec", "Moments", "NonInferiority",
     "OUTCOME_METRICS", "RatioDiff", "SRMResult", "SRM_ALARM_P", "SequentialOutcome", "TestOutcome",
     "benjamini_hochberg", "cluster_bootstrap", "compare_metric", "ctr_plan", "days_still_needed", "decide", "holm",
-    "interleaving_test", "mde", "msprt", "one_sample_mde", "one_sample_required_units", "parse_metrics",
+    "mde", "msprt", "one_sample_mde", "one_sample_required_units", "parse_online_metrics",
     "power_at", "ratio_diff", "ratio_estimate", "required_units", "running_min", "srm_test", "wald_test",
 ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from abharness.core.stats.metrics import MetricSpec
+from abharness.core.stats.metrics import OnlineMetricSpec
 from abharness.core.stats.moments import Moments
 from abharness.core.stats.ratio import TestKind, ratio_diff, ratio_estimate, wald_test
 from abharness.core.stats.sequential import msprt
@@ -35,7 +35,7 @@ class ArmEstimate:
     upper: float
 
 
-def arm_estimate(m: Moments, spec: MetricSpec, arm: str, alpha: float = 0.05) -> ArmEstimate:
+def arm_estimate(m: Moments, spec: OnlineMetricSpec, arm: str, alpha: float = 0.05) -> ArmEstimate:
     """Ratio-of-sums estimate for one arm with its unit-clustered (delta-method) normal interval."""
     value, se = (_f(v) for v in ratio_estimate(m, spec.numerator, spec.denominator))
     q = float(stats.norm.ppf(1 - alpha / 2))
@@ -156,7 +156,7 @@ def zero_event_non_inferiority(n_treatment: float, margin: float, alpha: float) 
 def compare_metric(
     control: Moments,
     treatment: Moments,
-    spec: MetricSpec,
+    spec: OnlineMetricSpec,
     *,
     control_name: str,
     treatment_name: str,

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from abharness.core.stats.compare import MetricComparison
-from abharness.core.stats.interleaving import InterleavingResult
 
-__all__ = ["Decision", "DecisionName", "decide", "decide_interleaving", "EXIT_CODES"]
+__all__ = ["Decision", "DecisionName", "decide", "EXIT_CODES"]
 
 DecisionName = Literal["ship", "keep-running", "rollback"]
 
@@ -102,19 +101,3 @@ def decide(
     if pending:
         reasons.append("guardrails not yet shown non-inferior: " + ", ".join(pending))
     return Decision("keep-running", tuple(reasons))
-
-
-def decide_interleaving(result: InterleavingResult, basis: Literal["sequential", "fixed"] = "sequential") -> Decision:
-    """Decision for an interleaving-only experiment from the per-unit preference of treatment over control:
-    ship when its interval (always-valid or fixed, per ``basis``) lies above 0, rollback when below, else
-    keep-running. Interleaving measures preference only: latency/error guardrails need an A/B phase.
-    """
-    lo, hi = ((result.seq_lower, result.seq_upper) if basis == "sequential"
-              else (result.preference_lower, result.preference_upper))
-    desc = f"interleaving preference {result.preference:+.4f} ({result.treatment} vs {result.control})"
-    if lo > 0:
-        return Decision("ship", (f"{desc}: interval excludes 0 in favour of {result.treatment}",
-                                 "interleaving has no guardrails: confirm latency/errors in an A/B phase"))
-    if hi < 0:
-        return Decision("rollback", (f"{desc}: interval excludes 0 in favour of {result.control}",))
-    return Decision("keep-running", (f"{desc}: not yet significant (always-valid p={result.always_valid_p:.3g})",))

@@ -1,6 +1,10 @@
 """The table of online metrics: each is a ratio of two per-unit sums. Names are parsed from this one table, so
 error messages and the CLI list the same valid names.
 
+These are the *online* metrics of an A/B test (``OnlineMetricSpec``, ``ONLINE_METRICS``, ``parse_online_metrics``),
+computed from logged clicks. The *offline* IR metrics over judged queries (``"ndcg@10"``) are a different family:
+``IRMetricSpec`` / ``IR_METRICS`` / ``parse_ir_metrics`` in :mod:`abharness.core.irmetrics`.
+
 Per unit (randomisation key) the store returns sums over the unit's impressions in the window
 (:class:`abharness.core.events.UnitAggregate`); the columns below are named after those sums.
 """
@@ -13,7 +17,9 @@ from typing import Literal
 
 from abharness.errors import ConfigError
 
-__all__ = ["MetricSpec", "METRICS", "OUTCOME_METRICS", "GUARDRAIL_METRICS", "BASE_COLUMNS", "parse_metrics"]
+__all__ = [
+    "OnlineMetricSpec", "ONLINE_METRICS", "OUTCOME_METRICS", "GUARDRAIL_METRICS", "BASE_COLUMNS", "parse_online_metrics",
+]
 
 #: per-unit sums available from the store, in this order in every matrix built by the analysis.
 BASE_COLUMNS: tuple[str, ...] = (
@@ -31,7 +37,7 @@ BASE_COLUMNS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
-class MetricSpec:
+class OnlineMetricSpec:
     """A ratio metric sum(numerator) / sum(denominator) over units, and which direction is better.
 
     Guardrails carry a non-inferiority margin: ``margin_kind="relative"`` means the treatment may be at most
@@ -48,28 +54,28 @@ class MetricSpec:
     margin_kind: Literal["absolute", "relative"] = "absolute"
 
 
-METRICS: dict[str, MetricSpec] = {
+ONLINE_METRICS: dict[str, OnlineMetricSpec] = {
     m.name: m
     for m in (
-        MetricSpec("ctr", "CTR (share of searches with a click)", "clicked_impressions", "impressions", True),
-        MetricSpec("mrr", "MRR of clicks (capped at k)", "sum_reciprocal_rank", "impressions", True),
-        MetricSpec("success_at_k", "success@k (a click in the top k)", "successes", "impressions", True),
-        MetricSpec("abandonment", "abandonment (no click)", "abandoned", "impressions", False),
-        MetricSpec("clicks_per_query", "clicks per query", "clicks", "impressions", True),
-        MetricSpec(
+        OnlineMetricSpec("ctr", "CTR (share of searches with a click)", "clicked_impressions", "impressions", True),
+        OnlineMetricSpec("mrr", "MRR of clicks (capped at k)", "sum_reciprocal_rank", "impressions", True),
+        OnlineMetricSpec("success_at_k", "success@k (a click in the top k)", "successes", "impressions", True),
+        OnlineMetricSpec("abandonment", "abandonment (no click)", "abandoned", "impressions", False),
+        OnlineMetricSpec("clicks_per_query", "clicks per query", "clicks", "impressions", True),
+        OnlineMetricSpec(
             "time_to_first_click", "time to first click (s, clicked searches)", "sum_time_to_first_click",
             "clicked_impressions", False,
         ),
-        MetricSpec("latency_ms", "latency (ms, mean)", "sum_latency_ms", "impressions", False, True, 0.10, "relative"),
-        MetricSpec("error_rate", "error rate", "errors", "impressions", False, True, 0.005, "absolute"),
-        MetricSpec("fallback_rate", "fallback rate", "fallbacks", "impressions", False, True, 0.01, "absolute"),
+        OnlineMetricSpec("latency_ms", "latency (ms, mean)", "sum_latency_ms", "impressions", False, True, 0.10, "relative"),
+        OnlineMetricSpec("error_rate", "error rate", "errors", "impressions", False, True, 0.005, "absolute"),
+        OnlineMetricSpec("fallback_rate", "fallback rate", "fallbacks", "impressions", False, True, 0.01, "absolute"),
     )
 }
-OUTCOME_METRICS: tuple[str, ...] = tuple(n for n, m in METRICS.items() if not m.guardrail)
-GUARDRAIL_METRICS: tuple[str, ...] = tuple(n for n, m in METRICS.items() if m.guardrail)
+OUTCOME_METRICS: tuple[str, ...] = tuple(n for n, m in ONLINE_METRICS.items() if not m.guardrail)
+GUARDRAIL_METRICS: tuple[str, ...] = tuple(n for n, m in ONLINE_METRICS.items() if m.guardrail)
 
 
-def parse_metrics(names: Iterable[str] | None) -> tuple[str, ...]:
+def parse_online_metrics(names: Iterable[str] | None) -> tuple[str, ...]:
     """Validate outcome metric names (``None`` means all); raises ``ConfigError`` listing the valid ones."""
     if names is None:
         return OUTCOME_METRICS
@@ -78,7 +84,7 @@ def parse_metrics(names: Iterable[str] | None) -> tuple[str, ...]:
         for name in (p.strip().lower().replace("-", "_").replace("@k", "_at_k") for p in raw.split(",")):
             if not name:
                 continue
-            if name not in METRICS or METRICS[name].guardrail:
+            if name not in ONLINE_METRICS or ONLINE_METRICS[name].guardrail:
                 raise ConfigError(
                     f"unknown metric {name!r}: choose from {', '.join(OUTCOME_METRICS)} "
                     f"(guardrails {', '.join(GUARDRAIL_METRICS)} are always checked)"

@@ -1,17 +1,19 @@
-"""Team-draft interleaving verdicts from per-unit win/loss/tie counts."""
+"""Interleaving statistics and decision from per-unit win/loss/tie counts (credited by ``credit``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import stats
 
+from abharness.core.stats.decision import Decision
 from abharness.core.stats.moments import Moments
 from abharness.core.stats.ratio import ratio_estimate, wald_test
 from abharness.core.stats.sequential import msprt
 
-__all__ = ["InterleavingResult", "interleaving_test"]
+__all__ = ["InterleavingResult", "decide_interleaving", "interleaving_test"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +115,19 @@ def interleaving_test(
         delta_ab_p_value=float(d.p_value), sign_test_p=sign_p, sigma2_unit=var,
         always_valid_p=float(seq.p_value), seq_lower=float(seq.lower), seq_upper=float(seq.upper), diagnostics=tuple(diags),
     )
+
+
+def decide_interleaving(result: InterleavingResult, basis: Literal["sequential", "fixed"] = "sequential") -> Decision:
+    """Decision for an interleaving-only experiment from the per-unit preference of treatment over control:
+    ship when its interval (always-valid or fixed, per ``basis``) lies above 0, rollback when below, else
+    keep-running. Interleaving measures preference only: latency/error guardrails need an A/B phase.
+    """
+    lo, hi = ((result.seq_lower, result.seq_upper) if basis == "sequential"
+              else (result.preference_lower, result.preference_upper))
+    desc = f"interleaving preference {result.preference:+.4f} ({result.treatment} vs {result.control})"
+    if lo > 0:
+        return Decision("ship", (f"{desc}: interval excludes 0 in favour of {result.treatment}",
+                                 "interleaving has no guardrails: confirm latency/errors in an A/B phase"))
+    if hi < 0:
+        return Decision("rollback", (f"{desc}: interval excludes 0 in favour of {result.control}",))
+    return Decision("keep-running", (f"{desc}: not yet significant (always-valid p={result.always_valid_p:.3g})",))
