@@ -182,9 +182,9 @@ def _offline_evidence(evaluation: Path | None, replay: Path | None, html: Path |
 
 
 def _serve_metrics(store, experiment, cfg, options, metric, segment, since, until, host, port, interval, err) -> None:
-    """Run the experiment-statistics exporter in the foreground (see abharness.observability.experiment_metrics)."""
+    """Run the experiment-statistics exporter in the foreground (see abharness.analysis.exporter)."""
     from abharness.analysis import analyze
-    from abharness.observability.experiment_metrics import serve_experiment_metrics
+    from abharness.analysis.exporter import serve_experiment_metrics
 
     def run_analysis():
         return analyze(store, experiment, config=cfg, since=since, until=until, metrics=metric, segment=segment,

@@ -16,17 +16,19 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats
 
+from abharness.analysis.exporter import (
+    ExperimentMetricsJob,
+    snapshot_from_report,
+    start_experiment_metrics_server,
+    update_experiment_gauges,
+)
 from abharness.core.events import Click, Impression, ShownResult
 from abharness.errors import AnalysisError, ConfigError
 from abharness.observability.experiment_metrics import (
     DECISIONS,
-    ExperimentMetricsJob,
     ExperimentSnapshot,
     MetricSnapshot,
     register_experiment_metrics,
-    snapshot_from_report,
-    start_experiment_metrics_server,
-    update_experiment_gauges,
 )
 
 EXPERIMENT = "exporter-test"
@@ -258,7 +260,7 @@ def test_snapshot_of_an_interleaving_report(store) -> None:
 def test_serve_in_the_foreground_until_stopped(store) -> None:
     import threading
 
-    from abharness.observability.experiment_metrics import serve_experiment_metrics
+    from abharness.analysis.exporter import serve_experiment_metrics
 
     write_experiment(store, units=100, ctr={"baseline": 0.3, "finetuned": 0.3}, seed=2)
     stop = threading.Event()
