@@ -1,8 +1,10 @@
 """The retrieval backend Protocol: a batch of query texts in, top-k hits out.
 
-The proxy, the replay and the offline evaluation all call ``search`` through this Protocol, so the same code
-ranks documents in all three places. Implementations: in-process FAISS + encoder (``abharness.backends.local``)
-and a remote index server over HTTP (``abharness.backends.remote``).
+The proxy (one query per request, ``abharness.serve.service``) and the replay (batches, through
+``abharness.backends.retrieval.search``) call ``search`` through this Protocol, so a replay ranks with the same
+backend the proxy served. The offline evaluation does not: it ranks with ``FaissIndex.search_vectors`` over cached
+embeddings (see ``abharness.backends.retrieval``). Implementations: in-process FAISS + encoder
+(``abharness.backends.local``) and a remote index server over HTTP (``abharness.backends.remote``).
 """
 
 from __future__ import annotations

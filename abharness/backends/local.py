@@ -7,7 +7,8 @@ rows; callers that arrive meanwhile wait and form the next batch, led by one of 
 encoded at once in the caller's thread (no hand-off, no added wait), and under load batches grow by themselves
 while the previous one runs. ``max_wait_ms`` > 0 additionally lets a leader wait that long for a batch to fill.
 An LRU cache keeps query embeddings of repeated queries. Callers that bring a batch of at least ``max_batch``
-texts (replay, offline evaluation) are encoded directly in their own thread.
+texts (the replay and the demo, through ``abharness.backends.retrieval.search``) are encoded directly in their own
+thread.
 """
 
 from __future__ import annotations

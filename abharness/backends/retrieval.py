@@ -1,4 +1,14 @@
-"""The one batched search path shared by the proxy, the replay and the offline evaluation."""
+"""Batched search of many queries through a ``SearchBackend``: what the replay and the demo use.
+
+Who searches how (they do not all share one path):
+
+* the proxy (``abharness.serve.service``) calls ``SearchBackend.search([query], k)`` once per request, in a worker
+  thread with a per-arm timeout and fallback; the local backend micro-batches concurrent requests itself;
+* the replay (``abharness.replay.runner``) and the demo call :func:`search` here, which hands the backend
+  ``batch_size`` queries at a time: the same backend objects, encoders and indexes the proxy serves with;
+* the offline evaluation (``abharness.evaluation.context``) uses no backend: it encodes through the embedding cache
+  and ranks with ``FaissIndex.search_vectors`` on an exact (flat) index it builds per model.
+"""
 
 from __future__ import annotations
 

