@@ -102,12 +102,12 @@ def _calibration_feeds(texts: Sequence[str], settings: dict[str, Any], tokenizer
 
 
 def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
     import onnxruntime
     import torch
 
-    import abharness
-
-    return {"abharness": abharness.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+    return {"abharness": version("abharness"), "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
 
 
 def export_onnx(

@@ -13,13 +13,13 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-import abharness
 from abharness.data.beir import load_beir
 from abharness.data.hashing import dataset_hash, text_sha256
 from abharness.data.types import RetrievalDataset
@@ -205,7 +205,7 @@ def finetune(
             corpus_hash=ds.corpus_hash,
             train_loss=losses,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            abharness_version=abharness.__version__,
+            abharness_version=package_version("abharness"),
         )
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=1) + "\n", encoding="utf-8")
     return manifest

@@ -8,12 +8,12 @@ import math
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import abharness
 from abharness.core.hits import Hit
 from abharness.data.hashing import corpus_hash as compute_corpus_hash
 from abharness.data.types import Document, RetrievalDataset
@@ -208,7 +208,7 @@ def build_index(
             params=merged,
             limit=limit,
             source_num_docs=source_num_docs,
-            abharness_version=abharness.__version__,
+            abharness_version=package_version("abharness"),
         )
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
     return manifest
