@@ -50,7 +50,8 @@ LAYERS: dict[str, int] = {
     # front doors: parse, call a use case, render, translate errors.
     "api": 3,  # FastAPI create_app, index server
     "cli": 3,  # typer
-    ROOT: 3,  # `import abharness`: the package root (the library API a notebook uses)
+    "library": 3,  # the calls a notebook needs, re-exported by `import abharness`
+    ROOT: 3,  # `import abharness`: the package root
     "demo": 3,  # drives the whole system as a user would, through the HTTP front door (api.create_app)
     "testing": 3,  # fakes and helpers for tests; nothing in the package imports it
 }

@@ -34,11 +34,8 @@ def exported_names(deploy: SimpleNamespace, sqlite_url: str, fake_backends: dict
     """Sample names scraped from a driven proxy's /metrics plus the experiment exporter's HTTP endpoint."""
     import httpx
 
-    from abharness.observability.experiment_metrics import (
-        ExperimentSnapshot,
-        MetricSnapshot,
-        start_experiment_metrics_server,
-    )
+    from abharness.analysis.exporter import start_experiment_metrics_server
+    from abharness.observability.experiment_metrics import ExperimentSnapshot, MetricSnapshot
 
     config = deploy.proxy_config(sqlite_url)
     client = make_client(config, fake_backends, CollectorRegistry())

@@ -141,7 +141,7 @@ def _by_arm(result: list[dict[str, Any]]) -> dict[str, float]:
 def test_prometheus_scrapes_per_arm_series_from_a_running_proxy(
     deploy: SimpleNamespace, proxy_server: SimpleNamespace, prometheus_factory: Any, tmp_path: Path
 ) -> None:
-    from abharness.observability.experiment_metrics import start_experiment_metrics_server
+    from abharness.analysis.exporter import start_experiment_metrics_server
     from abharness.stores import open_store
 
     store = open_store(f"sqlite:///{proxy_server.db}", migrate=False)
@@ -247,7 +247,7 @@ def test_every_grafana_panel_query_returns_data_from_a_running_proxy(
     """Each panel of dashboards/*.json, queried the way Grafana would (its template variables filled from the
     label values Prometheus has, $__rate_interval as four scrape intervals), returns at least one series from a
     real Prometheus scraping a real proxy and the experiment exporter."""
-    from abharness.observability.experiment_metrics import start_experiment_metrics_server
+    from abharness.analysis.exporter import start_experiment_metrics_server
     from abharness.stores import open_store
 
     store = open_store(f"sqlite:///{proxy_server.db}", migrate=False)
