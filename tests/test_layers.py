@@ -9,6 +9,9 @@ Architecture section repeats. A module may import its own layer and the layers b
 * use cases (2): the core, adapters and other use cases;
 * front doors (3): anything.
 
+The core is also checked for purity: it imports no module that does I/O, reads the clock or the environment, or
+belongs to a framework, a database or FAISS (``IMPURE``).
+
 A top-level package or module missing from the table fails the test until someone places it.
 """
 
@@ -151,6 +154,40 @@ def test_every_placed_name_exists() -> None:
     present = {p.name for p in package_dir.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     present |= {p.stem for p in package_dir.glob("*.py") if p.name != "__init__.py"}
     assert set(LAYERS) - {ROOT} == present
+
+
+#: what the pure core may not touch: I/O, the clock, the environment, threads, frameworks, databases, FAISS, models.
+IMPURE = frozenset({
+    "os", "sys", "time", "datetime", "pathlib", "io", "socket", "subprocess", "threading", "asyncio", "logging",
+    "sqlite3", "psycopg", "psycopg2", "faiss", "fastapi", "starlette", "uvicorn", "httpx", "requests", "anyio",
+    "prometheus_client", "torch", "sentence_transformers", "onnxruntime", "typer", "rich", "pydantic",
+})
+
+
+def foreign_imports(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, top-level module) of every absolute import of another distribution or the standard library."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            yield node.lineno, node.module.split(".")[0]
+
+
+def test_core_is_pure() -> None:
+    import abharness
+
+    package_dir = Path(abharness.__file__).parent
+    core = [*sorted((package_dir / "core").rglob("*.py")), package_dir / "errors.py"]
+    bad = [f"{p.relative_to(package_dir.parent)}:{line}: imports {mod}" for p in core
+           for line, mod in foreign_imports(p) if mod in IMPURE]
+    assert not bad, "the pure core does I/O, reads the clock or the environment, or uses a framework:\n" + "\n".join(bad)
+
+
+def test_purity_check_sees_nested_imports(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_text("import numpy as np\n\n\ndef now():\n    import time\n    from os import environ\n", encoding="utf-8")
+    assert [m for _, m in foreign_imports(f) if m in IMPURE] == ["time", "os"]
 
 
 def _tree(root: Path, files: Mapping[str, str]) -> Path:
