@@ -18,7 +18,8 @@ failing while the probe succeeds holds a *bad event*.
   refused three times on its own while the probe succeeds is quarantined (appended to a quarantine file in the
   spool directory, or only logged when there is no spool) and counted in ``quarantined``.
 
-Each change of state (healthy -> failing -> spooling -> healthy) is logged once, at WARNING or ERROR.
+Each change of state (healthy -> failing -> spooling -> healthy) is logged once, at WARNING or ERROR (the outage
+handling lives in ``abharness.stores.writer_outage``).
 
 When the queue is full, ``submit`` returns False and counts the event in ``dropped``; with ``on_full="reject"``
 it also counts it in ``rejected`` so the caller can refuse the request instead of silently dropping.
@@ -48,6 +49,7 @@ from abharness.core.events import AuditEntry, Click, Event, Feedback, Impression
 from abharness.errors import ConfigError
 from abharness.stores.base import EventStore
 from abharness.stores.spool import Spool
+from abharness.stores.writer_outage import OutageHandling, WriterState
 
 __all__ = ["EventWriter", "WriterState"]
 
@@ -55,10 +57,9 @@ log = logging.getLogger(__name__)
 
 _EVENT_TYPES = (Impression, Click, AuditEntry, Feedback)
 _FAILURES_BEFORE_ISOLATING = 3
-WriterState = Literal["healthy", "failing", "spooling"]
 
 
-class EventWriter:
+class EventWriter(OutageHandling):
     """Batches events into ``store`` from a background thread; see the module docstring for guarantees."""
 
     def __init__(
@@ -186,23 +187,6 @@ class EventWriter:
         """``healthy``, ``failing`` (store down, events queued) or ``spooling`` (store down, queue spilled)."""
         return self._state
 
-    def public_problem(self) -> str | None:
-        """``problem`` without the store's error text (no paths or addresses), for a public /readyz."""
-        if self._state == "healthy":
-            return None
-        since = self._failing_since
-        for_s = f" for {time.monotonic() - since:.0f} s" if since is not None else ""
-        return f"event store failing{for_s}; {len(self._queue)} events queued, {self._spooled} spooled"
-
-    def problem(self) -> str | None:
-        """Why the log is not healthy (for /readyz), or None."""
-        if self._state == "healthy":
-            return None
-        since = self._failing_since
-        for_s = f" for {time.monotonic() - since:.0f} s" if since is not None else ""
-        spool = f"; {self._spooled} events spooled" if self._spooled else ""
-        return f"event store failing{for_s} ({self._last_error}); {len(self._queue)} events queued{spool}"
-
     @property
     def lost(self) -> int:
         """Accepted events still queued when ``close`` gave up (store unreachable past the timeout)."""
@@ -326,70 +310,6 @@ class EventWriter:
                     self._cond.wait(wait)
             backoff = min(self.retry_max_s, backoff * 2)
 
-    # -- state changes (each logged once) -----------------------------------------------------------------
-
-    def _url(self) -> str:
-        return str(getattr(self.store, "url", self.store))
-
-    def _failing(self) -> None:
-        if self._state == "healthy":
-            self._state = "failing"
-            self._failing_since = time.monotonic()
-            log.error(
-                "event store %s is failing (%s): keeping %d events queued and retrying with backoff%s",
-                self._url(), self._last_error, len(self._queue),
-                f"; spilling to {self.spool.directory} after {self.spool_after_s:g} s" if self.spool else "",
-            )
-
-    def _healthy(self) -> None:
-        if self._state != "healthy":
-            since = self._failing_since
-            down_s = time.monotonic() - since if since is not None else 0.0
-            self._state = "healthy"
-            self._failing_since = None
-            log.warning(
-                "event store %s is healthy again after %.1f s%s", self._url(), down_s,
-                f"; {self._spooled} events were spooled to {self.spool.directory}: load them with "
-                f"`abharness spool load --store URL --spool-dir {self.spool.directory}`"
-                if self._spooled and self.spool is not None else "",
-            )
-
-    def _should_spill(self) -> bool:
-        if self._closing:
-            return True
-        if len(self._queue) >= self.spool_at_fraction * self.max_queue:
-            return True
-        since = self._failing_since
-        return since is not None and time.monotonic() - since >= self.spool_after_s
-
-    def _spill(self, why: str) -> None:
-        """Append the whole queue to the spool (fsynced) and forget it; on a spool failure keep it queued."""
-        assert self.spool is not None
-        with self._cond:
-            events = list(self._queue)
-        if not events:
-            return
-        try:
-            path = self.spool.spill(events)
-        except OSError as exc:
-            if not self._spool_error_logged:
-                self._spool_error_logged = True
-                log.error("cannot write the spool in %s (%s): %d events stay queued", self.spool.directory, exc,
-                          len(events))
-            return
-        self._spool_error_logged = False
-        with self._cond:
-            for _ in range(min(len(events), len(self._queue))):
-                self._queue.popleft()
-            self._spooled += len(events)
-            self._cond.notify_all()
-        if self._state != "spooling":
-            log.error("%s: spooled %d accepted events to %s (further spills are logged at INFO)", why,
-                      len(events), path)
-            self._state = "spooling"
-        else:
-            log.info("spooled %d more events to %s", len(events), path)
-
     def _write(self, batch: list[Event]) -> bool:
         t0 = time.perf_counter()
         try:
@@ -426,20 +346,6 @@ class EventWriter:
             self._last_error = f"{type(exc).__name__}: {exc}"
             return False
         return True
-
-    def _quarantine(self, event: Event, exc: Exception) -> None:
-        where = "not written (no spool directory configured)"
-        if self.spool is not None:
-            try:
-                where = f"quarantined in {self.spool.quarantine([event])}"
-            except OSError as err:
-                where = f"could not be quarantined ({err})"
-        log.error("the store refuses %s %r on its own: %s; %s", type(event).__name__, event, exc, where)
-        with self._cond:
-            if self._queue:
-                self._queue.popleft()
-            self._quarantined += 1
-            self._cond.notify_all()
 
     def _write_one_by_one(self, batch: Sequence[Event]) -> None:
         """Isolate events the store refuses while its probe write succeeds; quarantine those, keep the rest.
