@@ -15,13 +15,13 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-quick test test-fast bench lint clean help
+.PHONY: help install demo demo-quick test test-fast bench clean
 
-help:
-	@echo "make demo   - install everything into .venv and run the end-to-end demo (DATA=dir, else ../shared/data, else fetched)"
-	@echo "make test   - install everything into .venv and run the test suite"
-	@echo "make bench  - run the issue-13 benchmarks, print one table of ratios with commands and load average"
-	@echo "              (BENCH_ARGS=--quick for smaller sizes)"
+# `make help` lists every target from its `## ` comment (tests/cli/test_readme_commands.py checks none is missing).
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z_-]+):.*## (.*)/  make \1|\2/' | \
+		awk -F'|' '{ printf "%-18s %s\n", $$1, $$2 }'
+	@echo "  variables: DATA=dir (data root) OUT=$(OUT) PYTEST_ARGS=... BENCH_ARGS=--quick (smaller benchmark sizes)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,22 +33,22 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) ## create .venv and install the package with its test extras (CPU torch first)
 
-demo: $(STAMP)
+demo: $(STAMP) ## run the end-to-end demo into OUT (data: DATA=dir, else ../shared/data, else fetched; reuses artifacts/)
 	$(VENV)/bin/abharness demo $(if $(DATA),--data-root $(DATA)) --out $(OUT)
 
-demo-quick: $(STAMP)
+demo-quick: $(STAMP) ## the same story on a tiny slice, in a few minutes
 	$(VENV)/bin/abharness demo $(if $(DATA),--data-root $(DATA)) --out artifacts/demo-quick --quick
 
-test: $(STAMP)
+test: $(STAMP) ## run the whole test suite (slow simulations included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) ## run the benchmarks; one table of measured ratios with commands and load average
 	$(PY) loadtest/run_benchmarks.py $(BENCH_ARGS)
 
-clean:
+clean: ## remove artifacts/ and the pytest cache
 	rm -rf artifacts .pytest_cache
