@@ -88,6 +88,7 @@ def _run(line: str, cwd: Path, env: dict[str, str], timeout: float = 900) -> sub
 
 @pytest.mark.slow
 @pytest.mark.model
+@pytest.mark.timeout(2400)  # nine commands, eight model loads in fresh processes: ~4 min quiet, 15+ min at load 20
 def test_the_readme_quick_try_runs_from_the_repository_root(checkout: Path, tmp_path: Path) -> None:
     lines = _quick_block()
     names = [shlex.split(line)[1] for line in lines]
@@ -100,7 +101,7 @@ def test_the_readme_quick_try_runs_from_the_repository_root(checkout: Path, tmp_
         assert res.returncode == 0, f"`{line}` exited {res.returncode}:\n{res.stderr[-3000:]}"
         if "--limit" in line and " index build " in f" {line} ":
             assert "SLICE" in res.stdout, res.stdout
-    assert '"limit": 30' in (checkout / "artifacts" / "eval-quick" / "report.json").read_text()
+    assert '"limit": 20' in (checkout / "artifacts" / "eval-quick" / "report.json").read_text()
 
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
