@@ -41,6 +41,9 @@ def export_command(
     min_overlap: Annotated[float, typer.Option(help="Gate: mean top-10 overlap with torch rankings.")] = 0.99,
     min_cosine: Annotated[float, typer.Option(help="Gate: mean cosine of query embeddings with torch.")] = 0.99,
     threads: Annotated[int, typer.Option(help="ONNX Runtime / torch threads while timing.")] = 1,
+    reference_docs: Annotated[Optional[int], typer.Option(
+        help="Rank against torch embeddings of a seeded sample of this many documents (judged ones kept) instead of "
+             "the whole corpus, when torch has not encoded the corpus yet.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the written manifest as JSON.")] = False,
