@@ -206,3 +206,26 @@ def test_documents_encoded_by_an_export_pin_its_source_model(
     onnx.manifest.agreement["documents_pass"] = False
     with pytest.raises(ModelError, match="did not pass the document agreement gate"):
         build_index(onnx, scifact_slice, tmp_path / "idx2", progress=False, cache_dir=tmp_path / "emb")
+
+
+def test_index_server_serves_an_export(tiny_export: Path, tiny_model: Path, scifact_slice: RetrievalDataset,
+                                      tmp_path: Path) -> None:
+    import anyio
+    import httpx
+
+    from abharness.api.index_server import create_index_server_app
+
+    build_index(load_encoder(tiny_model), scifact_slice, tmp_path / "idx", progress=False, cache_dir=tmp_path / "emb")
+    app = create_index_server_app(opener=lambda: open_local_backend(tmp_path / "idx", str(tiny_export), cache_size=0))
+    query = next(iter(scifact_slice.queries.values()))
+
+    async def run() -> tuple[dict, dict]:
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+                info = (await client.get("/info")).json()
+                hits = (await client.post("/search", json={"queries": [query], "k": 3})).json()
+        return info, hits
+
+    info, hits = anyio.run(run)
+    assert info["model_fingerprint"] == load_encoder(tiny_export).fingerprint
+    assert len(hits["results"][0]) == 3
