@@ -31,20 +31,22 @@ class FastEncoder:
 
 def fast_encoder(spec: str, data_dir: Path, out: Path) -> FastEncoder:
     """Export (or reuse) the ONNX encoder of ``spec`` under ``out``; fall back to torch when the gate refuses."""
-    from abharness.encoders import load_encoder
+    from abharness.encoders import fingerprint_dir, load_encoder
+    from abharness.encoders.st import check_model_spec
     from abharness.encoders.onnx import is_onnx_dir, load_onnx_encoder, read_onnx_manifest
     from abharness.export import ExportRefused, export_onnx
 
-    torch_model = load_encoder(spec)
-    if is_onnx_dir(out) and read_onnx_manifest(out).source_fingerprint == torch_model.fingerprint:
-        reused = True
+    source = check_model_spec(spec)
+    fingerprint = fingerprint_dir(source) if source is not None else None
+    if is_onnx_dir(out) and read_onnx_manifest(out).source_fingerprint == fingerprint:
+        reused = True  # decided from the fingerprint alone: the torch model is not even loaded
     else:
         reused = False
         try:
             export_onnx(spec, data_dir, out, variants=["fp32-fused"], reference_docs=REFERENCE_DOCS, overwrite=True,
                         progress=True)
         except ExportRefused as exc:
-            return FastEncoder(torch_model, spec, f"torch (ONNX export refused: {exc})")
+            return FastEncoder(load_encoder(spec), spec, f"torch (ONNX export refused: {exc})")
     # documents and the evaluation come in large batches: use every core, as torch does
     onnx = load_onnx_encoder(out, threads=os.cpu_count() or 1)
     a = onnx.manifest.agreement
@@ -52,4 +54,4 @@ def fast_encoder(spec: str, data_dir: Path, out: Path) -> FastEncoder:
                f"p50 {a['p50_ms']:.1f} ms vs torch {a['torch_p50_ms']:.1f} ms{' (reused)' if reused else ''}")
     if a.get("documents_pass"):
         return FastEncoder(onnx, str(out), f"ONNX for queries and documents ({figures})")
-    return FastEncoder(torch_model, str(out), f"ONNX for queries only ({figures})")
+    return FastEncoder(load_encoder(spec), str(out), f"ONNX for queries only ({figures})")
