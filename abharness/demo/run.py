@@ -4,8 +4,8 @@ Stages (artifacts are reused when present and still valid; each stage shows prog
 
 1. data: SciFact from ``--data-root`` (``--quick``: a seeded slice written under ``<out>/quick-data``);
 2. fine-tune the candidate on the train split (reused when ``<model>/abharness_manifest.json`` exists);
-3. export each model to ONNX (``abharness.demo.fast``: agreement-gated; queries, and documents where the
-   document gate passes), build both FAISS indexes (reused when their manifest names the same model fingerprint);
+3. build both FAISS indexes (reused when their manifest names the same model fingerprint); export each model to
+   ONNX for its arm's queries (``abharness.demo.fast``: agreement-gated, reused by fingerprint);
 4. offline evaluation report (``abharness.evaluation.evaluate``; reused when the models are unchanged);
 5. both arms rank the test queries; interleaving vs A/B sensitivity by vectorised simulation;
 6. the proxy (real uvicorn on loopback) with a 50/50 A/B split; simulated users; ``analyze``;
@@ -155,8 +155,8 @@ def _index(encoder: Any, dataset: Any, index_dir: Path, stage: Stage) -> None:
 
 def _evaluation(data_dir: Path, model_dir: Path, out: Path, quick: bool, encoders: tuple[Any, Any],
                 stage: Stage) -> dict[str, Any]:
-    """The offline evaluation with the encoders the indexes were built with (the fast ones where they passed the
-    document gate), so the SciFact corpus embeddings come from the same cache entries; the candidate's fine-tuning
+    """The offline evaluation with the (torch) encoders already loaded for the indexes, so neither model is loaded
+    twice and the SciFact corpus embeddings come from the index builds' cache entries; the candidate's fine-tuning
     manifest is read from the model directory."""
     from abharness.evaluation import evaluate, load_suite
     from abharness.finetune import read_manifest
@@ -228,6 +228,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
     from abharness.core.clickmodels import make_click_model
     from abharness.data import load_beir
     from abharness.demo.summary import render_summary, verdicts, write_index
+    from abharness.encoders import load_encoder
     from abharness.replay import replay
     from abharness.replay.render import write_replay_outputs
     from abharness.simulate import QueryPool
@@ -261,16 +262,15 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         st.note = str(model_dir)
     onnx_base = art / "onnx" / ("scifact-quick-minilm" if opts.quick else "scifact-minilm")
     onnx_ft = art / "onnx" / ("scifact-quick-ft" if opts.quick else "scifact-ft")
-    with _stage(state, con, 3, n, "export the fast (ONNX) encoders; build both indexes") as st:
-        fast_base = fast_encoder(BASELINE_SPEC, data_dir / "scifact", onnx_base)
-        fast_ft = fast_encoder(str(model_dir), data_dir / "scifact", onnx_ft)
-        con.print(f"  baseline: {fast_base.note}\n  finetuned: {fast_ft.note}")
-        enc_base, enc_ft = fast_base.encoder, fast_ft.encoder
+    with _stage(state, con, 3, n, "build both indexes; export the fast (ONNX) query encoders") as st:
+        enc_base, enc_ft = load_encoder(BASELINE_SPEC), load_encoder(str(model_dir))
         sub = [Stage("a"), Stage("b")]
         _index(enc_base, test, idx_base, sub[0])
         _index(enc_ft, test, idx_ft, sub[1])
-        st.reused = sub[0].reused and sub[1].reused
-        st.note = f"encoders: baseline {fast_base.note.split(' (')[0]}, finetuned {fast_ft.note.split(' (')[0]}"
+        fast_base = fast_encoder(BASELINE_SPEC, enc_base, data_dir / "scifact", onnx_base)
+        fast_ft = fast_encoder(str(model_dir), enc_ft, data_dir / "scifact", onnx_ft)
+        con.print(f"  baseline: {fast_base.note}\n  finetuned: {fast_ft.note}")
+        st.reused = sub[0].reused and sub[1].reused and "reused" in fast_base.note and "reused" in fast_ft.note
         state.facts["encoders"] = {"baseline": fast_base.note, "finetuned": fast_ft.note}
     with _stage(state, con, 4, n, "offline evaluation") as st:
         evaluation = _evaluation(data_dir, model_dir, out / "evaluation", opts.quick, (enc_base, enc_ft), st)

@@ -40,7 +40,7 @@ class ExportRefused(ModelError):
 class ExportResult:
     out: Path
     manifest: OnnxManifest
-    torch_p50_ms: float
+    torch_p50_ms: float | None
 
 
 def candidate_variants(precision: str, variants: Sequence[str] | None = None) -> list[str]:
@@ -126,6 +126,7 @@ def export_onnx(
     report: Callable[[dict[str, Any]], None] | None = None,
     doc_sample: int = 300,
     reference_docs: int | None = None,
+    measure_latency: bool = True,
 ) -> ExportResult:
     """Export ``model`` to ``out`` as the fastest variant whose agreement with torch on ``data``'s test queries meets
     ``min_overlap`` (mean top-k overlap) and ``min_cosine`` (mean cosine). ``report`` receives each frontier row.
@@ -135,6 +136,8 @@ def export_onnx(
     the query gate, that overlap, and the *minimum* document cosine above the thresholds).
     ``reference_docs``: rank against torch embeddings of a seeded sample of that many documents (every judged one
     included) instead of the whole corpus, when the corpus has not been encoded by torch yet and should not be.
+    ``measure_latency=False`` skips the timing (the first passing variant of ``variants`` is written; no p50 is
+    recorded); ``doc_sample=0`` skips the document measurement (``documents_pass`` is then false).
     Raises ``ExportRefused`` (nothing written) when no variant passes; ``ConfigError`` / ``ModelError`` otherwise."""
     import torch
 
@@ -193,19 +196,21 @@ def export_onnx(
                 # swapping a sample of rows moves rankings less than re-encoding them all would, so documents also
                 # need the query gate and every sampled document's cosine (not the mean) above the threshold
                 frontier.append({"variant": variant, **agree.to_dict(), **docs, "bytes": file.stat().st_size,
-                                 "passes": passes, "documents_pass": passes and docs["doc_topk_overlap"] >= min_overlap
-                                 and docs["doc_cosine_min"] >= min_cosine})
+                                 "passes": passes, "documents_pass": passes and docs["doc_n"] > 0
+                                 and docs["doc_topk_overlap"] >= min_overlap and docs["doc_cosine_min"] >= min_cosine})
             except ModelError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a variant ORT cannot build is recorded, not fatal
                 frontier.append({"variant": variant, "passes": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
-        previous_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            timing = latency_ms({"torch": reference, **built}, queries)
-        finally:
-            torch.set_num_threads(previous_threads)
-        torch_p50 = timing["torch"]["p50_ms"]
+        timing: dict[str, dict[str, float]] = {}
+        if measure_latency:
+            previous_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                timing = latency_ms({"torch": reference, **built}, queries)
+            finally:
+                torch.set_num_threads(previous_threads)
+        torch_p50 = timing["torch"]["p50_ms"] if timing else None
         for row in frontier:
             if row["variant"] in timing:
                 t = timing[row["variant"]]
@@ -222,7 +227,7 @@ def export_onnx(
                 f"overlap >= {min_overlap}, mean cosine >= {min_cosine}; {closest}); nothing written; try --precision "
                 "fp32 or lower the thresholds knowingly"
             )
-        chosen = min(passing, key=lambda r: r["p50_ms"])
+        chosen = min(passing, key=lambda r: r["p50_ms"]) if measure_latency else passing[0]
         meta = {
             **base, "variant": chosen["variant"],
             "agreement": {**{k_: chosen[k_] for k_ in chosen if k_ not in {"variant", "passes", "bytes"}},

@@ -37,6 +37,6 @@ def test_quick_demo_end_to_end(shared_data, tmp_path) -> None:
     again = run_demo(DemoOptions.quick_defaults(shared_data, out))
     reused = {s["name"]: s["reused"] for s in again["stages"]}
     assert reused["fine-tune the candidate"] and reused["offline evaluation"]
-    assert reused["export the fast (ONNX) encoders; build both indexes"]
+    assert reused["build both indexes; export the fast (ONNX) query encoders"]
     # both arms were served by ONNX exports that passed the agreement gate
     assert all(note.startswith("ONNX") for note in summary["encoders"].values())
