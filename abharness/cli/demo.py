@@ -23,6 +23,8 @@ def demo_command(
     click_model: Annotated[str, typer.Option(help="Simulated users: pbm, cascade or dbn.")] = "dbn",
     preset: Annotated[str, typer.Option(help="Click/stop probabilities: navigational, informational, perfect.")] = "navigational",
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print summary.json on stdout (progress goes to stderr).")]
+    = False,
 ) -> None:
     """Fine-tune (or reuse) -> build both indexes -> offline evaluation -> proxy with a 50/50 split -> simulated
     users -> analyze -> replay -> interleaving run -> one HTML report and a terminal summary of whether the
@@ -33,7 +35,11 @@ def demo_command(
     data_root = find_data_root(data_root, ("scifact",) if quick else DEMO_DATASETS)
     kw = dict(artifacts=artifacts, click_model=click_model, preset=preset, seed=seed)
     opts = DemoOptions.quick_defaults(data_root, out, **kw) if quick else DemoOptions(data=data_root, out=out, **kw)
-    run_demo(opts, Console())
+    summary = run_demo(opts, Console(stderr=json_out))
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(summary, indent=2, default=str))
 
 
 def register(app: typer.Typer) -> None:

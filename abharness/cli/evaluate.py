@@ -34,8 +34,8 @@ def evaluate_command(
     geometry, probe pairs, leakage, out-of-domain overfitting and embedding maps. Prints one verdict line per check.
     Exit 0 when no check fails, 1 when a check fails (leakage above its threshold), 2 on a usage/data/model error."""
     from abharness.cli.main import EXIT_CHECK_FAILED
-    from abharness.encoders import check_model_spec
     from abharness.data.public import find_data_root
+    from abharness.encoders import check_model_spec
     from abharness.evaluation import evaluate, load_suite, restrict_suite
     from abharness.evaluation.summary import print_summary
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,19 +19,23 @@ def export_command(
     store: Store,
     experiment: Annotated[str, typer.Option(help="Experiment id to export.")],
     out: Annotated[Path, typer.Option(help="Directory for ubi_queries.jsonl and ubi_events.jsonl.")] = Path("ubi"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print what was done as JSON on stdout.")] = False,
 ) -> None:
     """Write the experiment's searches (ubi_queries) and clicks, results seen and dwell times (ubi_events)."""
-    from abharness.stores import open_store
+    from abharness.library import open_store
     from abharness.stores.ubi import export_ubi
 
+    st = open_store(store)  # read-only: a mistyped --store is an error, not a new empty database
     out.mkdir(parents=True, exist_ok=True)
-    st = open_store(store)
     try:
         with (out / "ubi_queries.jsonl").open("w", encoding="utf-8") as q, \
                 (out / "ubi_events.jsonl").open("w", encoding="utf-8") as e:
             counts = export_ubi(st, experiment, q, e)
     finally:
         st.close()
+    if json_out:
+        typer.echo(json.dumps({"out": str(out), **dataclasses.asdict(counts)}, indent=2))
+        return
     Console(soft_wrap=True).print(f"wrote {counts.queries} queries to {out / 'ubi_queries.jsonl'} and "
                                   f"{counts.clicks} clicks, {counts.seen} seen, {counts.dwell} dwell events to "
                                   f"{out / 'ubi_events.jsonl'}", highlight=False)
@@ -44,6 +50,7 @@ def import_command(
     arm_attribute: Annotated[str, typer.Option(help="query_attributes key naming the arm.")] = "arm",
     unit_field: Annotated[str, typer.Option(help="Query field used as the unit: client_id, user_id or "
                                                  "session_id.")] = "client_id",
+    json_out: Annotated[bool, typer.Option("--json", help="Print what was done as JSON on stdout.")] = False,
 ) -> None:
     """Store UBI queries as impressions and their click / impression / dwell events, for analyze and replay."""
     from abharness.stores import open_store
@@ -55,6 +62,9 @@ def import_command(
                             unit_field=unit_field)
     finally:
         st.close()
+    if json_out:
+        typer.echo(json.dumps(dataclasses.asdict(counts), indent=2))
+        return
     skipped = "; ".join(f"{n} {why}" for why, n in counts.skipped.items()) or "none"
     Console(soft_wrap=True).print(f"imported {counts.queries} queries, {counts.clicks} clicks, {counts.seen} seen, "
                                   f"{counts.dwell} dwell events; skipped: {skipped}", highlight=False)

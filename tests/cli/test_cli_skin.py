@@ -140,9 +140,12 @@ def test_data_check_json(tmp_path: Path) -> None:
 
 
 def test_every_reporting_command_has_json() -> None:
-    reporting = {"analyze", "replay", "simulate", "evaluate", "data check", "index build", "index info", "finetune",
-                 "model export"}
-    for path, command in _all_commands():
-        name = " ".join(path)
-        if name in reporting:
-            assert any("--json" in p.opts for p in command.params if p.param_type_name == "option"), name
+    """Every command that reports has --json; the exceptions are the servers and `data fetch`, whose stdout is
+    already one folder per line for scripts."""
+    not_reporting = {"serve", "index-server", "ui", "data fetch"}
+    leaves = [(" ".join(p), c) for p, c in _all_commands() if p and not hasattr(c, "list_commands")]
+    assert len(leaves) >= 15
+    for name, command in leaves:
+        if name in not_reporting:
+            continue
+        assert any("--json" in p.opts for p in command.params if p.param_type_name == "option"), name
