@@ -19,7 +19,7 @@ rule removed (or, for winsorization, capped away) per arm.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,15 @@ from abharness.core.stats.srm import SRMResult
 from abharness.errors import ConfigError
 from abharness.stores.base import EventStore
 
-__all__ = ["FAST_CLICK_SHARE", "ExclusionRules", "ExclusionSummary", "RuleEffect", "apply_exclusions"]
+__all__ = [
+    "FAST_CLICK_SHARE",
+    "ExclusionRules",
+    "ExclusionSummary",
+    "RuleEffect",
+    "apply_exclusions",
+    "exclude_interleaving",
+    "excluded_units",
+]
 
 #: share of a unit's clicks that must be faster than ``min_click_delay_ms`` for the unit to be excluded.
 FAST_CLICK_SHARE = 0.5
@@ -100,13 +108,14 @@ def _subset(table: UnitTable, keep: np.ndarray, values: np.ndarray | None = None
     return UnitTable(table.unit_ids[keep], table.arm[keep], table.segment[keep], table.first_ts[keep], vals)
 
 
-def _crawler_units(store: EventStore, experiment_id: str, since: float | None, until: float | None) -> set[str]:
+def _crawler_units(store: EventStore, experiment_id: str, since: float | None, until: float | None,
+                   modes: tuple[str, ...] = ("ab",)) -> set[str]:
     from crawlerdetect import CrawlerDetect
 
     detector = CrawlerDetect()
     verdicts: dict[str, bool] = {}
     units: set[str] = set()
-    for row in store.unit_aggregates(experiment_id, since=since, until=until, segment="user_agent"):
+    for row in store.unit_aggregates(experiment_id, since=since, until=until, segment="user_agent", modes=modes):
         ua = row.segment
         if not ua:
             continue
@@ -117,6 +126,39 @@ def _crawler_units(store: EventStore, experiment_id: str, since: float | None, u
     return units
 
 
+def excluded_units(
+    store: EventStore, experiment_id: str, rules: ExclusionRules, *, since: float | None, until: float | None,
+    modes: tuple[str, ...] = ("ab",),
+) -> dict[str, str]:
+    """Unit id -> the first rule (1-3) that excludes it, from store aggregates over impressions of ``modes``."""
+    reason: dict[str, str] = {}
+    if rules.crawler_user_agents:
+        for u in _crawler_units(store, experiment_id, since, until, modes):
+            reason.setdefault(u, "crawler user agent")
+    if rules.max_searches_per_day is not None or rules.min_click_delay_ms is not None:
+        fast_s = (rules.min_click_delay_ms or 0.0) / 1000.0
+        for unit, _arm, max_daily, clicks, fast in store.unit_activity(experiment_id, since=since, until=until,
+                                                                       fast_click_s=fast_s, modes=modes):
+            if rules.max_searches_per_day is not None and max_daily > rules.max_searches_per_day:
+                reason.setdefault(unit, f"more than {rules.max_searches_per_day} searches on a day")
+            if rules.min_click_delay_ms is not None and clicks and fast >= FAST_CLICK_SHARE * clicks:
+                reason.setdefault(unit, f"clicks faster than {rules.min_click_delay_ms:g} ms")
+    return reason
+
+
+def exclude_interleaving(inter: Any, reason: dict[str, str]) -> tuple[Any, RuleEffect | None]:
+    """The interleaving table without the excluded units, and what that removed (arm "interleaved")."""
+    if inter.unit_ids is None or not reason or inter.impressions.size == 0:
+        return inter, None
+    drop = np.array([u in reason for u in inter.unit_ids.tolist()], dtype=bool)
+    effect = RuleEffect("bot rules (interleaving)", {"interleaved": int(drop.sum())},
+                        {"interleaved": float(inter.impressions[drop].sum())},
+                        {"interleaved": float(inter.wins[drop].sum() + inter.ties[drop].sum())})
+    keep = ~drop
+    return replace(inter, wins=inter.wins[keep], ties=inter.ties[keep], impressions=inter.impressions[keep],
+                   unit_ids=inter.unit_ids[keep]), effect
+
+
 def apply_exclusions(
     store: EventStore, experiment_id: str, table: UnitTable, rules: ExclusionRules, *,
     since: float | None, until: float | None,
@@ -125,18 +167,7 @@ def apply_exclusions(
     rules = rules.validated()
     arms = table.arms()
     before = table.units_per_arm()
-    reason: dict[str, str] = {}
-    if rules.crawler_user_agents:
-        for u in _crawler_units(store, experiment_id, since, until):
-            reason.setdefault(u, "crawler user agent")
-    if rules.max_searches_per_day is not None or rules.min_click_delay_ms is not None:
-        fast_s = (rules.min_click_delay_ms or 0.0) / 1000.0
-        for unit, _arm, max_daily, clicks, fast in store.unit_activity(experiment_id, since=since, until=until,
-                                                                       fast_click_s=fast_s):
-            if rules.max_searches_per_day is not None and max_daily > rules.max_searches_per_day:
-                reason.setdefault(unit, f"more than {rules.max_searches_per_day} searches on a day")
-            if rules.min_click_delay_ms is not None and clicks and fast >= FAST_CLICK_SHARE * clicks:
-                reason.setdefault(unit, f"clicks faster than {rules.min_click_delay_ms:g} ms")
+    reason = excluded_units(store, experiment_id, rules, since=since, until=until)
     effects: list[RuleEffect] = []
     labels = np.array([reason.get(u, "") for u in table.unit_ids.tolist()], dtype=object)
     for rule in dict.fromkeys(reason.values()):

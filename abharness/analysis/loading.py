@@ -181,6 +181,7 @@ class InterleaveTable:
     wins: np.ndarray
     ties: np.ndarray
     impressions: np.ndarray
+    unit_ids: np.ndarray | None = None  # one per row, so units can be excluded (bot rules)
 
 
 def load_interleave(
@@ -197,4 +198,5 @@ def load_interleave(
     teams = tuple(sorted({t for r in rows for t in r.wins}))
     wins = np.array([[r.wins.get(t, 0) for t in teams] for r in rows], dtype=float).reshape(len(rows), len(teams))
     return InterleaveTable(teams, wins, np.array([r.ties for r in rows], dtype=float),
-                           np.array([r.impressions for r in rows], dtype=float))
+                           np.array([r.impressions for r in rows], dtype=float),
+                           np.array([r.unit_id for r in rows], dtype=object))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from abharness.analysis.deployments import deployment_changes, describe_changes
-from abharness.analysis.exclusions import apply_exclusions
+from abharness.analysis.exclusions import apply_exclusions, exclude_interleaving, excluded_units
 from abharness.analysis.loading import (
     ALL_COLUMNS,
     has_impressions,
@@ -118,14 +118,20 @@ def analyze(
     diagnostics: list[str] = []
     exclusion = None
     logged = table  # traffic per day is what the proxy logged, before any exclusion rule
+    if opts.exclusions.active() and inter.impressions.size:  # bots out of the interleaving test too (rules 1-3)
+        bots = excluded_units(store, experiment_id, opts.exclusions, since=since, until=until, modes=("interleave",))
+        inter, inter_effect = exclude_interleaving(inter, bots)
+        if inter_effect is not None:
+            diagnostics.append(f"interleaving: the bot rules removed {inter_effect.units['interleaved']} units "
+                               f"({inter_effect.impressions['interleaved']:.0f} impressions)")
     if opts.exclusions.active() and table.rows:
         say("applying the bot and outlier rules")
         table, exclusion = apply_exclusions(store, experiment_id, table, opts.exclusions, since=since, until=until)
         if table.rows == 0:
             raise AnalysisError(f"the exclusion rules removed every unit of {experiment_id!r} "
                                 f"({[e.rule for e in exclusion.effects]}): loosen them")
-        diagnostics.append("bot/outlier rules applied to the A/B comparison, SRM, CUPED and power; the segment "
-                           "breakdown, time series and interleaving read all units")
+        diagnostics.append("bot/outlier rules applied to the A/B comparison, SRM, CUPED, power and (rules 1-3) the "
+                           "interleaving test; the segment breakdown and time series read all units")
     if table.rows == 0:
         return _interleaving_only(store, experiment_id, since, until, opts, inter, diagnostics)
 

@@ -166,3 +166,37 @@ def test_analyze_cli_options_apply_the_rules(planted_store):
         "crawler user agent": 2, "more than 200 searches on a day": 4}
     table = CliRunner().invoke(build_app(), [*args, "--max-searches-per-day", "200"])
     assert "excluded before any statistic" in table.stdout and "more than 200 searches" in table.stdout
+
+
+def test_bot_rules_apply_to_the_interleaving_test(tmp_path):
+    """Interleaving: 300 humans without preference, 3 bots that always click the treatment's results at once."""
+    rng = np.random.default_rng(5)
+    store = open_store(f"sqlite:///{tmp_path / 'inter.db'}")
+    events: list = []
+
+    def search(unit: str, iid: str, ts: float, ua: str, bot: bool) -> None:
+        teams = ["baseline", "finetuned"] * 5
+        results = tuple(ShownResult(f"d{j}", j + 1, 1.0, teams[j]) for j in range(10))
+        events.append(Impression(iid, EXP, ts, unit, "interleaved", "interleave", "q", 10, results,
+                                 context={"user_agent": ua}))
+        if bot:
+            events.append(Click(iid, EXP, unit, "interleaved", ts + 0.03, "d1", 2, "finetuned"))
+        elif rng.random() < 0.4:
+            pos = int(rng.integers(1, 11))
+            events.append(Click(iid, EXP, unit, "interleaved", ts + 5, f"d{pos - 1}", pos, teams[pos - 1]))
+
+    for u in range(300):
+        for s in range(5):
+            search(f"user{u}", f"h{u}-{s}", DAY0 + u * 100 + s, CHROME, False)
+    for b in range(3):
+        for s in range(1500):
+            search(f"bot{b}", f"b{b}-{s}", DAY0 + 86400 + s * 30, CHROME, True)
+    store.write_batch(events)
+    raw = analyze(store, EXP, options=_opts())
+    clean = analyze(store, EXP, options=_opts(ExclusionRules(max_searches_per_day=200)))
+    print(f"\ninterleaving without rules: units {raw.interleaving.units} preference {raw.interleaving.preference:+.4f}"
+          f" p={raw.interleaving.p_value:.2g}; with rules: units {clean.interleaving.units} preference "
+          f"{clean.interleaving.preference:+.4f} p={clean.interleaving.p_value:.2g}")
+    assert raw.interleaving.units - clean.interleaving.units == 3
+    assert any("the bot rules removed 3 units" in d for d in clean.diagnostics)
+    store.close()
