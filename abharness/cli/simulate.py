@@ -15,18 +15,19 @@ __all__ = ["register", "load_pool"]
 
 
 
-def load_pool(data: str | Path, *, dataset: str = "scifact", split: str = "test", zipf_s: float = 1.0,
-              seed: int = 0):
-    """A ``QueryPool`` from a BEIR directory (or a data root holding ``<dataset>/``): queries + qrels only."""
+def load_pool(data: str | Path, *, split: str = "test", zipf_s: float = 1.0, seed: int = 0):
+    """A ``QueryPool`` from one BEIR data set folder (queries.jsonl + qrels/): queries and qrels only."""
     from abharness.data import load_qrels, load_queries
     from abharness.simulate import QueryPool
 
     root = Path(data)
-    if not (root / "queries.jsonl").is_file() and (root / dataset).is_dir():
-        root = root / dataset
     if not root.is_dir():
-        raise ConfigError(f"--data {str(data)!r} is not a directory; pass a BEIR directory such as "
-                          "../shared/data/scifact (or the data root holding it)")
+        raise ConfigError(f"--data {str(data)!r} is not a directory; pass one data set's folder, e.g. "
+                          "--data ../shared/data/scifact")
+    if not (root / "queries.jsonl").is_file():
+        inside = sorted(p.name for p in root.iterdir() if (p / "queries.jsonl").is_file())
+        hint = f" (it holds data sets: --data {root / inside[0]})" if inside else ""
+        raise ConfigError(f"--data {str(data)!r} has no queries.jsonl; --data is one data set's folder{hint}")
     queries = load_queries(root)
     qrels, _ = load_qrels(root, split)
     return QueryPool.from_mappings(queries, qrels, zipf_s=zipf_s, seed=seed)
@@ -34,14 +35,14 @@ def load_pool(data: str | Path, *, dataset: str = "scifact", split: str = "test"
 
 def simulate_command(
     target: Annotated[str, typer.Option(help="Base URL of a running proxy, e.g. http://127.0.0.1:8000.")],
-    data: Annotated[Path, typer.Option(help="BEIR directory with queries and qrels (or the data root holding it).")],
+    data: Annotated[Path, typer.Option(help="One BEIR data set folder with queries.jsonl and qrels/, e.g. "
+                                            "../shared/data/scifact.")],
     users: Annotated[int, typer.Option(help="Number of simulated users.")] = 200,
     queries_per_user: Annotated[int, typer.Option(help="Searches per user, spread over sessions.")] = 10,
     sessions_per_user: Annotated[int, typer.Option(help="Sessions per user (users come back).")] = 3,
     repeat_prob: Annotated[float, typer.Option(help="Chance a search re-issues one of the user's earlier queries.")] = 0.3,
     unit: Annotated[str, typer.Option(help="Unit id sent to the proxy: 'user' or 'session'.")] = "user",
     split: Annotated[str, typer.Option(help="Qrels split the queries come from.")] = "test",
-    dataset: Annotated[str, typer.Option(help="Dataset folder when --data is a data root.")] = "scifact",
     zipf_s: Annotated[float, typer.Option(help="Zipf exponent of query popularity.")] = 1.0,
     click_model: Annotated[str, typer.Option(help="pbm, cascade or dbn.")] = "dbn",
     preset: Annotated[str, typer.Option(help="Click/stop probabilities: perfect, navigational, informational.")] = "navigational",
@@ -57,7 +58,7 @@ def simulate_command(
     from abharness.core.clickmodels import make_click_model
     from abharness.simulate import plan_traffic, run_simulation
 
-    pool = load_pool(data, dataset=dataset, split=split, zipf_s=zipf_s, seed=seed)
+    pool = load_pool(data, split=split, zipf_s=zipf_s, seed=seed)
     model = make_click_model(click_model, preset=preset, max_grade=pool.max_grade, eta=eta, gamma=gamma)
     plans = plan_traffic(pool, users=users, queries_per_user=queries_per_user,
                          sessions_per_user=sessions_per_user, repeat_prob=repeat_prob, unit=unit,  # type: ignore[arg-type]

@@ -149,3 +149,18 @@ def test_every_reporting_command_has_json() -> None:
         if name in not_reporting:
             continue
         assert any("--json" in p.opts for p in command.params if p.param_type_name == "option"), name
+
+
+def test_data_means_one_data_set_and_data_root_the_folder_holding_them(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "scifact").mkdir(parents=True)
+    (root / "scifact" / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
+    r = CliRunner().invoke(build_app(), ["simulate", "--target", "http://127.0.0.1:9", "--data", str(root)])
+    assert r.exit_code == 2 and "one data set's folder" in r.output and str(root / "scifact") in r.output, r.output
+    data_options = {}
+    for path, command in _all_commands():
+        for p in command.params:
+            if p.param_type_name == "option" and ("--data" in p.opts or "--data-root" in p.opts):
+                data_options.setdefault(p.opts[0], []).append(" ".join(path))
+    assert set(data_options["--data-root"]) == {"evaluate", "demo"}
+    assert "evaluate" not in data_options["--data"] and "demo" not in data_options["--data"]

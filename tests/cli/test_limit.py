@@ -53,3 +53,22 @@ def test_the_cli_says_slice_when_index_build_has_a_limit(tmp_path: Path) -> None
     assert "--limit" in r.output
     r = CliRunner().invoke(build_app(), ["evaluate", "--help"])
     assert "--limit" in r.output and "slice" in r.output
+
+
+def test_evaluation_report_to_frame_has_a_row_per_metric_and_per_check() -> None:
+    from abharness.evaluation import EvaluationReport
+
+    checks = {
+        "retrieval": {"verdict": "improved", "headline": "h", "metrics": [
+            {"metric": "ndcg@10", "baseline": 0.60, "candidate": 0.65, "delta": 0.05, "p_holm": 0.01},
+            {"metric": "recall@10", "baseline": 0.70, "candidate": 0.72, "delta": 0.02, "p_holm": 0.2}]},
+        "sts": {"verdict": "no-change", "headline": "h"},
+    }
+    report = EvaluationReport(baseline={}, candidate={}, suite={}, checks=checks, timings={}, created_at="",
+                              data_dir="", limit=30)
+    frame = report.to_frame()
+    assert list(frame.columns) == ["check", "metric", "baseline", "candidate", "delta", "p_holm", "verdict"]
+    rows = frame[frame.metric.notna()]
+    assert list(rows.metric) == ["ndcg@10", "recall@10"] and list(rows.delta) == [0.05, 0.02]
+    assert set(frame[frame.metric.isna()].check) == {"retrieval", "sts"}
+    assert report.to_dict()["limit"] == 30

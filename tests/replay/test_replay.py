@@ -54,6 +54,10 @@ def test_replay_reports_overlap_agreement_and_qrels(logged_ab, store, toy, make_
     assert report.agreement and all(a.verdict for a in report.agreement)
     d = report.to_dict()
     assert d["experiment_id"] == cfg.experiment_id and "agreement" in d
+    frame = report.to_frame()  # the library's DataFrame view: one row per agreement line
+    assert len(frame) == len(report.agreement)
+    assert list(frame.offline_delta) == [a.offline_delta for a in report.agreement]
+    assert {"offline_metric", "online_metric", "online_delta", "sign_agrees", "verdict"} <= set(frame.columns)
 
 
 def test_replay_refuses_other_models_unless_asked(logged_ab, store, toy) -> None:
