@@ -231,7 +231,8 @@ def render_evaluation_html(payload: dict[str, Any], out_dir: Path) -> Path:
         Path(out_dir), "report.html", "evaluation.html.j2",
         title="abharness offline evaluation",
         subtitle=f"baseline {b['name']} ({b['fingerprint']}) vs candidate {cnd['name']} ({cnd['fingerprint']})"
-                 f" · {payload['created_at']}",
+                 f" · {payload['created_at']}"
+                 + (f" · SLICE: --limit {payload['limit']}, not the full data sets" if payload.get("limit") else ""),
         nav=[("summary", "Summary")] + [(s["anchor"], s["title"]) for s in sections],
         summary=[[SECTION_TITLES[n], _badge(c["verdict"]), c["headline"]] for n, c in checks.items()],
         timing=", ".join(f"{k} {v:.1f}s" for k, v in payload["timings"].items()),

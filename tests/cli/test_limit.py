@@ -72,3 +72,4 @@ def test_evaluation_report_to_frame_has_a_row_per_metric_and_per_check() -> None
     assert list(rows.metric) == ["ndcg@10", "recall@10"] and list(rows.delta) == [0.05, 0.02]
     assert set(frame[frame.metric.isna()].check) == {"retrieval", "sts"}
     assert report.to_dict()["limit"] == 30
+

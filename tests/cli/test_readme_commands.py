@@ -102,6 +102,7 @@ def test_the_readme_quick_try_runs_from_the_repository_root(checkout: Path, tmp_
         if "--limit" in line and " index build " in f" {line} ":
             assert "SLICE" in res.stdout, res.stdout
     assert '"limit": 20' in (checkout / "artifacts" / "eval-quick" / "report.json").read_text()
+    assert "SLICE: --limit 20" in (checkout / "artifacts" / "eval-quick" / "report.html").read_text()
 
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
