@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from abharness.core.assignment import allocation
+from abharness.config_layers import HoldoutConfig, LayerConfig, design_of
+from abharness.core.assignment import BUCKETS, allocation
+from abharness.core.layers import Design
 from abharness.errors import ConfigError
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "CorsConfig",
     "ExclusionsConfig",
     "ExperimentConfig",
+    "LayerConfig",
+    "HoldoutConfig",
     "load_config",
     "parse_config",
     "check_paths",
@@ -254,6 +258,13 @@ class ExperimentConfig(_Strict):
     weights: dict[str, float]
     mode: Literal["ab", "interleave", "shadow"] = "ab"
     k: int = Field(10, ge=1)
+    buckets: tuple[int, int] = Field(
+        (0, BUCKETS), description="range [lo, hi) of the main layer's buckets this experiment owns (default: all); "
+        "other experiments of the main layer go in layers: [{name: main, ...}] (abharness.config_layers)")
+    layer_salt: str | None = Field(None, min_length=1, description="the main layer's salt (default <salt>/layer)")
+    layers: list[LayerConfig] = Field(default_factory=list, description="further experiments, grouped in layers "
+                                      "(docs/proxy.md, Several experiments at once)")
+    holdout: HoldoutConfig | None = Field(None, description="a global holdout that sees only control")
     timeouts: TimeoutsConfig = TimeoutsConfig()
     limits: LimitsConfig = LimitsConfig()
     events: EventsConfig = EventsConfig()
@@ -310,6 +321,10 @@ class ExperimentConfig(_Strict):
             allocation(self.ordered_weights(), self.control)
         except ValueError as exc:
             raise ValueError(f"weights: {exc}") from None
+        try:
+            design_of(self)
+        except ValueError as exc:
+            raise ValueError(f"layers: {exc}") from None
         if self.mode in ("interleave", "shadow") and len(self.arms) != 2:
             raise ValueError(f"mode: {self.mode!r} needs exactly two arms (one control, one treatment)")
         if self.k > self.limits.max_k:
@@ -383,6 +398,10 @@ class ExperimentConfig(_Strict):
     def ordered_weights(self) -> dict[str, float]:
         """Weights in arm order (the bucket layout follows config order)."""
         return {a.name: float(self.weights[a.name]) for a in self.arms}
+
+    def design(self) -> Design:
+        """The layered design (``abharness.core.layers``): the top-level experiment is layer ``main``'s."""
+        return design_of(self)
 
     def arm(self, name: str) -> ArmConfig:
         return next(a for a in self.arms if a.name == name)

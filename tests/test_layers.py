@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "observability": 1,  # Prometheus collectors (proxy metrics, experiment-statistics gauges)
     "data": 1,  # data set loaders and the downloader
     "config": 1,  # the experiment file (pydantic, at the boundary)
+    "config_layers": 1,  # its layers:/holdout: sections (several experiments at once)
     "fsutil": 1,  # atomic file writes
     # use cases: take their adapters as arguments.
     "serve": 2,  # the proxy's request handling (Service, state)

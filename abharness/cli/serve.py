@@ -155,10 +155,12 @@ def serve_command(
     Paths in CONFIG (indexes, model directories, an SQLite store) are relative to the config file."""
     from abharness.api.app import create_app
     from abharness.config import check_paths, load_config
+    from abharness.config_layers import refuse_unserved
     from abharness.observability.logs import configure_logging
 
     _check_log_format(log_format)
     cfg = load_config(config, insecure_dev=True if insecure_dev else None)
+    refuse_unserved(cfg)
     check_paths(cfg)
     _check_remote_control(cfg)
     configure_logging(log_level, log_format)
