@@ -38,7 +38,7 @@ class Bench:
 BENCHES = [
     Bench("encoder", "loadtest/bench_encoder.py", ["--documents", "256"], ["--documents", "64"]),
     Bench("proxy", "loadtest/bench_proxy.py", ["--seconds", "6", "--rounds", "2", "--concurrency", "1,8"],
-          ["--seconds", "3", "--rounds", "1", "--concurrency", "1,8", "--writer-events", "20000"]),
+          ["--seconds", "5", "--rounds", "2", "--concurrency", "1,8", "--writer-events", "20000"]),
     Bench("analysis", "loadtest/bench_analysis.py", [], ["--impressions", "1000000", "--units", "100000"]),
     Bench("store", "loadtest/bench_store.py", [], ["--events", "20000"]),
 ]
