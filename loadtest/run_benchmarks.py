@@ -120,7 +120,8 @@ def main() -> None:
         where = (f"{res.get('seconds', 0):.0f} s, load {res['load'][0]:.1f} -> {res['load'][1]:.1f}, exit {res['rc']}"
                  if "load" in res else "not run")
         print(f"\n[{res['name']}] {res['command']}  ({where})")
-        print(f"  {'figure':<{width}}  {'measured':<28}  goal")
+        if res["rows"]:
+            print(f"  {'figure':<{width}}  {'measured':<28}  goal")
         for row in res["rows"]:
             print(f"  {row['figure']:<{width}}  {row['value']:<28}  {row.get('goal', '')}")
         for line in res["tail"]:
