@@ -131,7 +131,9 @@ def test_the_readme_quick_try_runs_from_the_repository_root(checkout: Path, tmp_
     finally:
         proc.send_signal(signal.SIGTERM)
         _, serve_err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, serve_err[-3000:]
+    # uvicorn re-raises the SIGTERM it handled after a graceful shutdown, so the exit is 0 or -SIGTERM
+    assert proc.returncode in (0, -signal.SIGTERM), serve_err[-3000:]
+    assert "Application shutdown complete" in serve_err
     # The store path in the YAML is relative to the YAML: <repo>/artifacts/events.db, whatever the cwd.
     assert (checkout / "artifacts" / "events.db").is_file()
     res = _run(after[1], checkout, env)
