@@ -29,7 +29,10 @@ def test_quick_demo_end_to_end(shared_data, tmp_path) -> None:
     for link in ("evaluation/report.html", "replay/replay.html", "analysis-ab.json", "analysis-interleave.json",
                  "ab/index.html", "interleave/index.html"):
         assert link in index and (out / link).is_file(), link
-    assert json.loads((out / "summary.json").read_text())["agreement"] == summary["agreement"]
+    written = json.loads((out / "summary.json").read_text())
+    assert written["agreement"] == summary["agreement"] and written["stages"] == summary["stages"]  # all nine
+    assert set(written["rows"]["ab"]) == {"direction", "verdict", "evidence", "traffic", "impressions",
+                                          "needed_for_80pct_power"}
     # the replay of the logged A/B reproduced every served list (same models and indexes)
     replay = json.loads((out / "replay" / "replay.json").read_text())
     assert replay["identical_lists"] == {"baseline": 1.0, "finetuned": 1.0}
