@@ -116,3 +116,36 @@ def test_serve_refuses_layers_it_does_not_serve_yet(tmp_path) -> None:
     assert r.exit_code == 2, r.output
     assert "layers, holdout: several experiments at once are validated but not served yet" in " ".join(r.output.split())
     assert "Traceback" not in r.output
+
+
+def test_a_unit_keeps_its_arm_across_reloads_and_replicas(tmp_path) -> None:
+    """Two replicas load the same file; then the file is reloaded with a ramp-up of k20 and a new experiment in
+    the depth layer's free buckets: every unit enrolled in a running experiment keeps its arm."""
+    import yaml
+
+    from abharness.config import load_config
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config_dict(layers=[_k_layer()], insecure_dev=True)))
+    replica_1, replica_2 = load_config(path).design(), load_config(path).design()
+    layer = _k_layer()
+    exp = layer["experiments"][0]
+    ramped = {**exp, "weights": {"k10": 0.4, "k20": 0.6}}
+    new = {**exp, "experiment_id": "k30", "buckets": [5000, 8000], "arms": [
+        {"name": "k10", "role": "control", "params": {"k": 10}}, {"name": "k30", "role": "treatment",
+                                                                  "params": {"k": 30}}],
+           "weights": {"k10": 0.5, "k30": 0.5}}
+    path.write_text(yaml.safe_dump(config_dict(layers=[{**layer, "experiments": [ramped, new]}], insecure_dev=True)))
+    reloaded = load_config(path).design()
+    moved = 0
+    for i in range(3000):
+        u = f"u{i}"
+        a1, a2, a3 = replica_1.assign(u), replica_2.assign(u), reloaded.assign(u)
+        assert a1 == a2
+        assert a3.arm_in("exp1") == a1.arm_in("exp1")
+        if a1.arm_in("k20") == "k20":
+            assert a3.arm_in("k20") == "k20"  # a ramp-up only moves units from control
+        moved += a1.arm_in("k20") == "k10" and a3.arm_in("k20") == "k20"
+        if a1.arm_in("k20") is None:
+            assert a3.arm_in("k20") is None  # the new experiment took only free buckets
+    assert moved > 0
