@@ -69,7 +69,9 @@ class LayerExperimentConfig(_Strict):
     targeting: dict[str, str | list[str]] = Field(
         default_factory=dict, description="context key -> value (equality) or list of values (membership); all "
         "must match, else the unit is not enrolled and sees the layer's defaults")
-    status: Literal["draft", "running", "stopped"] = "running"
+    status: Literal["draft", "running", "stopped", "launched"] = "running"
+    launched_arm: str | None = Field(None, description="status launched: the arm shipped to every unit outside "
+                                     "the holdout (its buckets become free)")
 
     @field_validator("experiment_id")
     @classmethod
@@ -112,6 +114,7 @@ def _experiment(cfg: LayerExperimentConfig, layer_salt: str) -> LayerExperiment:
         weights=dict(cfg.weights),
         targeting=targeting,
         status=cfg.status,
+        launched_arm=cfg.launched_arm,
     )
 
 

@@ -30,7 +30,10 @@ Targeting
     not enrolled and sees the layer's defaults, so arm shares (and SRM) are computed within the targeted population.
 Lifecycle
     ``draft`` and ``stopped`` experiments enrol nobody (their units see the defaults: control); only ``running``
-    ones assign. Start and stop times are the caller's business (the core reads no clock).
+    ones assign. A ``launched`` experiment enrols nobody and frees its buckets; its ``launched_arm``'s parameters
+    replace the defaults for every unit outside the global holdout (the holdout keeps the original defaults, so
+    holdout against the rest measures the combined effect of everything launched). Start and stop times are the
+    caller's business (the core reads no clock).
 """
 
 from __future__ import annotations
@@ -53,8 +56,8 @@ __all__ = [
     "STATUSES",
 ]
 
-Status = Literal["draft", "running", "stopped"]
-STATUSES: tuple[str, ...] = ("draft", "running", "stopped")
+Status = Literal["draft", "running", "stopped", "launched"]
+STATUSES: tuple[str, ...] = ("draft", "running", "stopped", "launched")
 Scalar = str | int | float | bool
 
 
@@ -102,6 +105,7 @@ class LayerExperiment:
     weights: Mapping[str, float]
     targeting: tuple[Condition, ...] = ()
     status: Status = "running"
+    launched_arm: str | None = None
 
     def __post_init__(self) -> None:
         if not (0 <= self.lo < self.hi <= BUCKETS):
@@ -111,6 +115,12 @@ class LayerExperiment:
             )
         if self.status not in STATUSES:
             raise ValueError(f"experiment {self.experiment_id!r}: status {self.status!r}; expected one of {STATUSES}")
+        if (self.status == "launched") != (self.launched_arm is not None) or (
+                self.launched_arm is not None and self.launched_arm not in [a.name for a in self.arms]):
+            raise ValueError(
+                f"experiment {self.experiment_id!r}: status 'launched' goes with launched_arm naming one of its arms "
+                f"(got status {self.status!r}, launched_arm {self.launched_arm!r})"
+            )
         controls = [a.name for a in self.arms if a.role == "control"]
         if len(controls) != 1:
             raise ValueError(
@@ -152,7 +162,7 @@ class Layer:
     def __post_init__(self) -> None:
         if not self.owns:
             raise ValueError(f"layer {self.name!r} owns no parameter; give owns: e.g. [backend] or [k]")
-        spans = sorted(self.experiments, key=lambda e: e.lo)
+        spans = sorted((e for e in self.experiments if e.status != "launched"), key=lambda e: e.lo)
         for a, b in zip(spans, spans[1:]):
             if b.lo < a.hi:
                 raise ValueError(
@@ -173,7 +183,7 @@ class Layer:
     def free_ranges(self) -> list[tuple[int, int]]:
         """Bucket ranges no experiment of this layer owns (where a new experiment can start)."""
         out, at = [], 0
-        for exp in sorted(self.experiments, key=lambda e: e.lo):
+        for exp in sorted((e for e in self.experiments if e.status != "launched"), key=lambda e: e.lo):
             if exp.lo > at:
                 out.append((at, exp.lo))
             at = exp.hi
@@ -226,7 +236,7 @@ class Design:
     running experiment's arm overrides the parameters that layer owns.
     """
 
-    __slots__ = ("layers", "holdout", "defaults", "_plan")
+    __slots__ = ("layers", "holdout", "defaults", "launched", "_plan")
 
     def __init__(
         self,
@@ -256,6 +266,22 @@ class Design:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"experiment ids {dupes} appear more than once; each experiment needs a unique id")
+        # What launched experiments ship: every unit outside the holdout gets it in place of the default.
+        self.launched: dict[str, Scalar] = dict(self.defaults)
+        for la in self.layers:
+            shipped: dict[str, str] = {}
+            for e in la.experiments:
+                if e.status != "launched":
+                    continue
+                params = next(a for a in e.arms if a.name == e.launched_arm).params
+                clash = sorted(set(params) & set(shipped))
+                if clash:
+                    raise ValueError(
+                        f"layer {la.name!r}: launched experiments {shipped[clash[0]]!r} and {e.experiment_id!r} both "
+                        f"ship {clash}; keep one launched and set the other to stopped"
+                    )
+                shipped.update({p: e.experiment_id for p in params})
+                self.launched.update(params)
         # Precomputed per layer: (layer, full-range experiment or None, running experiments with their allocations).
         plan = []
         for la in self.layers:
@@ -275,9 +301,9 @@ class Design:
 
     def assign(self, unit_id: str, context: Mapping[str, str] | None = None) -> Assignment:
         """The unit's enrollments (at most one per layer) and resulting parameters for a request with ``context``."""
-        params = dict(self.defaults)
         if self.holdout is not None and self.holdout.holds(unit_id):
-            return Assignment((), True, params)
+            return Assignment((), True, dict(self.defaults))
+        params = dict(self.launched)
         ctx = context or {}
         out = []
         for la, full, running in self._plan:

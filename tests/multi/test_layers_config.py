@@ -149,3 +149,14 @@ def test_a_unit_keeps_its_arm_across_reloads_and_replicas(tmp_path) -> None:
         if a1.arm_in("k20") is None:
             assert a3.arm_in("k20") is None  # the new experiment took only free buckets
     assert moved > 0
+
+
+def test_a_launched_experiment_from_the_file_ships_to_all_but_the_holdout() -> None:
+    exp = {**_k_layer()["experiments"][0], "status": "launched", "launched_arm": "k20"}
+    cfg = make_config(layers=[_k_layer(experiments=[exp])], holdout={"salt": "h", "share": 0.2})
+    d = cfg.design()
+    assert d.launched["k"] == 20 and d.defaults["k"] == cfg.k
+    ks = {d.assign(f"u{i}").holdout: d.assign(f"u{i}").params["k"] for i in range(200)}
+    assert ks == {True: cfg.k, False: 20}
+    with pytest.raises(ConfigError, match="launched_arm"):
+        make_config(layers=[_k_layer(experiments=[{**exp, "launched_arm": None}])])
