@@ -207,26 +207,26 @@ def render_summary(summary: dict[str, Any], console: Console, out: Path) -> None
 
 
 def write_index(summary: dict[str, Any], out: Path) -> Path:
-    """``index.html``: the verdict table, sensitivity, stage timings, and links to every report."""
-    from abharness.report.html import Page, esc, table_html, write_page
+    """``index.html`` (template ``demo_index.html.j2``): the verdict table, sensitivity, stage timings, and links
+    to every report."""
+    from abharness.report.html import fmt
+    from abharness.report.templating import write_html
 
-    page = Page("abharness demo: did fine-tuning help?", f"agreement: {summary['agreement']}")
-    page.section("verdicts", "Verdicts", table_html(
-        ["method", "verdict", "evidence", "traffic"],
-        [[k, r["verdict"], r["evidence"], r["traffic"]] for k, r in summary["rows"].items()], left=(0, 1, 2, 3)))
     s = summary["sensitivity"]
-    page.section("sensitivity", "Interleaving vs A/B sensitivity", table_html(
-        ["method", "metric", "effect", "predicted impressions", "impressions for 80% power", "simulated"],
-        [["A/B", a["metric"], a["effect"], a["predicted"], a["impressions_needed"], a["simulated"]]
-         for a in s["ab_all"]] + [["interleaving", "preference", None, None, s["interleaving_impressions_needed"], True]],
-        left=(0, 1)) + f"<p>ratio (A/B {esc(s['ab_metric'])} / interleaving): {s['ratio']:.1f}</p>")
-    page.section("stages", "Stages", table_html(
-        ["stage", "seconds", "reused", "note"],
-        [[st["name"], st["seconds"], st["reused"], st["note"]] for st in summary.get("stages", [])], left=(0, 3)))
+    sensitivity = [["A/B", a["metric"], a["effect"], a["predicted"], a["impressions_needed"], a["simulated"]]
+                   for a in s["ab_all"]] + [["interleaving", "preference", None, None,
+                                             s["interleaving_impressions_needed"], True]]
     items = {"A/B results page": "ab/index.html", "interleaving results page": "interleave/index.html",
              "offline evaluation": "evaluation/report.html", "replay": "replay/replay.html",
              "A/B analysis (JSON)": "analysis-ab.json", "interleaving analysis (JSON)": "analysis-interleave.json",
              "sensitivity (JSON)": "sensitivity.json", "summary (JSON)": "summary.json"}
-    page.section("reports", "Reports", "<ul>" + "".join(
-        f'<li><a href="{esc(href)}">{esc(name)}</a></li>' for name, href in items.items()) + "</ul>")
-    return write_page(page, out, "index.html")
+    return write_html(
+        out, "index.html", "demo_index.html.j2", title="abharness demo: did fine-tuning help?",
+        subtitle=f"agreement: {summary['agreement']}",
+        nav=[("verdicts", "Verdicts"), ("sensitivity", "Interleaving vs A/B sensitivity"), ("stages", "Stages"),
+             ("reports", "Reports")],
+        verdicts=[[k, r["verdict"], r["evidence"], r["traffic"]] for k, r in summary["rows"].items()],
+        sensitivity=[[fmt(c) for c in row] for row in sensitivity], ab_metric=s["ab_metric"], ratio=s["ratio"],
+        stages=[[st["name"], fmt(st["seconds"]), fmt(st["reused"]), st["note"]] for st in summary.get("stages", [])],
+        reports=list(items.items()),
+    )
