@@ -1,7 +1,9 @@
-"""HTML report rendering with plotly figures that work offline (plotly.min.js written beside the page)."""
+"""HTML pages: one Jinja2 shell and its templates (``templating``), plotly figures that work offline
+(``plotly.min.js`` written beside the page or inlined), and one module per page (``results``, ``replay``,
+``evaluation``) that turns a report's JSON form into what its template shows."""
 
 from __future__ import annotations
 
-from abharness.report.html import Html, Page, figure_html, kv_table, table_html, verdict_badge, write_page
+from abharness.report.templating import render, write_html
 
-__all__ = ["Html", "Page", "figure_html", "kv_table", "table_html", "verdict_badge", "write_page"]
+__all__ = ["render", "write_html"]

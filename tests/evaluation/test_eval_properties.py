@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from abharness.core.irmetrics import compute
 from abharness.core.significance import paired_randomization_test
-from abharness.report.html import Page, table_html
+from abharness.report.html import fmt
+from abharness.report.templating import render
 
 docs = st.sampled_from([f"d{i}" for i in range(12)])
 
@@ -42,10 +43,13 @@ def test_randomization_p_is_symmetric_and_bounded(pairs: list, seed: int) -> Non
     assert p_ab == p_ba  # swapping the systems flips every difference: same |statistic|, same null
 
 
-def test_html_helpers_escape_text() -> None:
-    html = table_html(["q"], [["<script>alert(1)</script>"], [None], [0.5]])
-    assert "<script>alert" not in html and "&lt;script&gt;" in html and "—" in html and "0.5000" in html
-    page = Page("t & t")
-    page.section("s", "S <1>", "<p>body</p>", verdict="improved", headline="a < b")
-    doc = page.render()
+def test_pages_escape_text() -> None:
+    """Every page goes through the autoescaping Jinja2 templates: text from reports never becomes markup."""
+    section = {"anchor": "s", "title": "S <1>", "verdict": "improved", "headline": "a < b", "blocks": [
+        {"kind": "table", "headers": ["q"], "left": (0,),
+         "rows": [["<script>alert(1)</script>"], [fmt(None)], [fmt(0.5)]]}, {"kind": "note", "text": "<b>n</b>"}]}
+    doc = render("evaluation.html.j2", title="t & t", nav=[("s", "S <1>")], summary=[["x", {"badge": "pass"}, "y"]],
+                 timing="", failed=False, sections=[section])
+    assert "<script>alert" not in doc and "&lt;script&gt;" in doc and "—" in doc and "0.5000" in doc
     assert "t &amp; t" in doc and "S &lt;1&gt;" in doc and "a &lt; b" in doc and 'data-section="s"' in doc
+    assert "&lt;b&gt;n&lt;/b&gt;" in doc and '<span class="badge pass">pass</span>' in doc
