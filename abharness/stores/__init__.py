@@ -6,6 +6,8 @@
     sqlite:////absolute/path/events.db   SQLite file, absolute path (four slashes)
     sqlite:///:memory:                   private in-memory SQLite database (tests)
     postgresql://user@host:port/dbname   PostgreSQL (also postgres://)
+    parquet:///relative/dir              read-only: a Parquet directory written by ``abharness export``, read
+    parquet:////absolute/dir             through DuckDB (``abharness.stores.parquet``)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from abharness.stores.base import EventStore, WriteResult
 
 __all__ = ["open_store", "EventStore", "WriteResult", "VALID_SCHEMES"]
 
-VALID_SCHEMES: tuple[str, ...] = ("sqlite:///", "postgresql://", "postgres://")
+VALID_SCHEMES: tuple[str, ...] = ("sqlite:///", "postgresql://", "postgres://", "parquet:///")
 
 
 def open_store(url: str, *, migrate: bool = True) -> EventStore:
@@ -45,6 +47,14 @@ def open_store(url: str, *, migrate: bool = True) -> EventStore:
         from abharness.stores.postgres import PostgresStore
 
         store = PostgresStore(url)
+    elif url.startswith("parquet:///"):
+        from abharness.stores.parquet import ParquetStore
+
+        path = url[len("parquet:///") :]
+        if not path:
+            raise ConfigError(f"store URL {url!r} names no directory; write parquet:///export (relative) or "
+                              "parquet:////abs/export (absolute)")
+        store = ParquetStore(path, url=url)
     else:
         scheme = url.split(":", 1)[0] if ":" in url else url
         raise ConfigError(
