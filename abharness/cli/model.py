@@ -72,7 +72,7 @@ def export_command(
     result = export_onnx(
         model, data, out, precision="int8" if int8 else precision, variants=variant or None,
         min_overlap=min_overlap, min_cosine=min_cosine, threads=threads, overwrite=overwrite, progress=progress,
-        report=show,
+        report=show, reference_docs=reference_docs,
     )
     m = result.manifest
     console.print(frontier_table(m.frontier, f"ONNX variants of {model} (torch p50 {result.torch_p50_ms:.2f} ms)"))

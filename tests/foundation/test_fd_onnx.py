@@ -229,3 +229,12 @@ def test_index_server_serves_an_export(tiny_export: Path, tiny_model: Path, scif
     info, hits = anyio.run(run)
     assert info["model_fingerprint"] == load_encoder(tiny_export).fingerprint
     assert len(hits["results"][0]) == 3
+
+
+def test_cli_reference_docs_reaches_the_export(tiny_model: Path, beir_dir: Path, tmp_path: Path, capsys) -> None:
+    code, out, _ = _run(["model", "export", "--onnx", "--model", str(tiny_model), "--data", str(beir_dir), "--no-progress",
+                         "--variant", "fp32", "--reference-docs", "50", "--out", str(tmp_path / "r"), "--json"], capsys)
+    assert code == 0, out
+    agreement = json.loads((tmp_path / "r" / MANIFEST_FILE).read_text())["agreement"]
+    corpus_size = len((beir_dir / "corpus.jsonl").read_text().splitlines())
+    assert 50 <= agreement["reference_docs"] < corpus_size  # a sample (all judged documents kept), not the corpus
