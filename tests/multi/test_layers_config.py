@@ -160,3 +160,15 @@ def test_a_launched_experiment_from_the_file_ships_to_all_but_the_holdout() -> N
     assert ks == {True: cfg.k, False: 20}
     with pytest.raises(ConfigError, match="launched_arm"):
         make_config(layers=[_k_layer(experiments=[{**exp, "launched_arm": None}])])
+
+
+def test_the_layered_example_validates_and_serve_refuses_it() -> None:
+    from abharness.config import load_config
+    from abharness.config_layers import refuse_unserved
+
+    cfg = load_config(EXAMPLES / "layers.yaml", insecure_dev=True)
+    d = cfg.design()
+    assert [la.name for la in d.layers] == ["main", "depth", "rerank"]
+    assert sum(len(la.experiments) for la in d.layers) == 5 and d.holdout is not None
+    with pytest.raises(ConfigError, match="not served yet"):
+        refuse_unserved(cfg)
