@@ -103,6 +103,9 @@ def analyze_command(
     metrics_host: Annotated[str, typer.Option(help="With --serve-metrics: address to listen on.")] = "127.0.0.1",
     metrics_port: Annotated[int, typer.Option(help="With --serve-metrics: port to listen on.")] = 9108,
     interval: Annotated[float, typer.Option(help="With --serve-metrics: seconds between analyses.")] = 30.0,
+    engine: Annotated[str, typer.Option(help="Where the per-unit aggregation runs: sql (the store's own database, "
+                                             "or DuckDB for parquet:///) or spark (Spark SQL over a parquet:/// "
+                                             "export; local mode here, a cluster's session in production).")] = "sql",
     html: Annotated[Optional[Path], typer.Option(help="Also write the results page (index.html + plotly.min.js, "
                                                      "opens offline) into this directory.")] = None,
     evaluation: Annotated[Optional[Path], typer.Option(help="With --html: the offline evaluation of the same "
@@ -138,7 +141,19 @@ def analyze_command(
         exclusions=ExclusionRules(max_searches_per_day, min_click_ms, exclude_crawlers, winsorize),
     )
     offline = _offline_evidence(evaluation, replay_report, html)
+    if engine not in ("sql", "spark"):
+        raise ConfigError(f"--engine {engine!r}: use sql or spark")
     st = open_store(store)  # never creates or migrates: analysis only reads
+    if engine == "spark":
+        from abharness.stores.parquet import ParquetStore
+        from abharness.stores.spark import SparkParquetStore
+
+        if not isinstance(st, ParquetStore):
+            st.close()
+            raise ConfigError(f"--engine spark reads a Parquet export, not {store!r}; run `abharness export` and "
+                              "pass --store parquet:///DIR")
+        st.close()
+        st = SparkParquetStore(st.root, url=st.url)
     if serve_metrics:
         if interval <= 0:
             raise ConfigError(f"--interval {interval}: must be a positive number of seconds (e.g. 30)")

@@ -54,7 +54,9 @@ def to_pyformat(sql: str) -> str:
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
-def _segment_expr(dialect: Dialect, alias: str) -> str:
+def _segment_expr(dialect: Dialect | str, alias: str) -> str:
+    if dialect == "spark":  # JSON booleans come back as true/false, strings unquoted, as with ->>
+        return f"get_json_object({alias}context, :segment_path)"
     if dialect == "sqlite":
         # Booleans come back as the words true/false (as PostgreSQL's ->> gives them), other scalars as text.
         return (
@@ -114,18 +116,30 @@ _FIRST_CLICKS_POSTGRESQL = """first_clicks AS MATERIALIZED (
 ),
 """
 
+# Spark SQL: no ordered array_agg; the smallest (ts, position) pair is the first click (ties: higher-ranked).
+_FIRST_CLICKS_SPARK = """first_clicks AS (
+    SELECT impression_id, MIN(ts) AS first_ts, COUNT(*) AS n_clicks, MIN(position) AS min_position,
+           MIN(named_struct('ts', ts, 'position', position)).position AS first_position
+    FROM clicks WHERE experiment_id = :experiment_id GROUP BY impression_id
+),
+"""
+
 
 def unit_aggregates_sql(
     dialect: Dialect, *, since: float | None, until: float | None, segment: str | None, n_modes: int
 ) -> str:
-    """SQL returning one row per (unit, arm[, segment]) in the column order of ``UnitAggregate``."""
+    """SQL returning one row per (unit, arm[, segment]) in the column order of ``UnitAggregate``.
+
+    ``dialect`` "spark" gives the same statement in Spark SQL (``analyze --engine spark``)."""
     modes_sql = ", ".join(f":mode{i}" for i in range(n_modes))
-    seg_imp = _segment_expr(dialect, "") if segment is not None else "CAST(NULL AS TEXT)"
-    seg_i = _segment_expr(dialect, "i.") if segment is not None else "CAST(NULL AS TEXT)"
+    text = "STRING" if dialect == "spark" else "TEXT"
+    seg_imp = _segment_expr(dialect, "") if segment is not None else f"CAST(NULL AS {text})"
+    seg_i = _segment_expr(dialect, "i.") if segment is not None else f"CAST(NULL AS {text})"
     group_seg = ", segment" if segment is not None else ""
     group_seg_i = ", " + seg_i if segment is not None else ""
-    real = "REAL" if dialect == "sqlite" else "DOUBLE PRECISION"
-    first_clicks = _FIRST_CLICKS_SQLITE if dialect == "sqlite" else _FIRST_CLICKS_POSTGRESQL
+    real = {"sqlite": "REAL", "spark": "DOUBLE"}.get(dialect, "DOUBLE PRECISION")
+    first_clicks = {"sqlite": _FIRST_CLICKS_SQLITE, "spark": _FIRST_CLICKS_SPARK}.get(dialect,
+                                                                                       _FIRST_CLICKS_POSTGRESQL)
     return f"""
 WITH imp AS (
     SELECT unit_id, arm, {seg_imp} AS segment,
