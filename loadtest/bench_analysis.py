@@ -1,26 +1,34 @@
-"""Benchmark: `abharness analyze` over 10 million impressions from 1 million units in the SQLite store.
+"""Benchmark: `abharness analyze` over 10 million impressions from 1 million units, before and after the rollups,
+on SQLite and (with --pg-url) PostgreSQL, side by side in one run.
 
     .venv/bin/python loadtest/bench_analysis.py [--db artifacts/bench/analysis_10m.db] [--impressions 10000000]
-        [--units 1000000] [--rebuild] [--bootstrap 200] [--timeseries-points 8]
+        [--units 1000000] [--rebuild] [--bootstrap 200] [--timeseries-points 8] [--skip-before]
+        [--pg-url postgresql://postgres@127.0.0.1:5432/abh_bench_analysis_10m]
 
 Build (skipped when --db already holds the experiment with the requested size, unless --rebuild): the schema is
-created by the store itself (``open_store(...).migrate()``); rows are then bulk-loaded with ``executemany`` in
-the store's own column layout (``abharness.stores.codec``), secondary indexes dropped during the load and
-re-created from their stored DDL afterwards (standard bulk-load practice; the resulting file is what the store
-would have written). Units have 1 + Poisson(m - 1) searches (fixed up to the exact total), a Beta click
-propensity (repeated users, ICC > 0), and the treatment a +2 % relative CTR lift.
+created by the store itself at the version before the rollups; rows are bulk-loaded with ``executemany`` in the
+store's own column layout (``abharness.stores.codec``), secondary indexes dropped during the load and re-created
+afterwards; then ``migrate()`` upgrades the file to the latest schema, which backfills the rollup tables (timed:
+the cost of upgrading an existing store). Units have 1 + Poisson(m - 1) searches (fixed up to the exact total), a
+Beta click propensity (repeated users, ICC > 0), and the treatment a +2 % relative CTR lift. ``--pg-url`` names a
+database that ``loadtest/bench_pgload.py`` fills from the SQLite file (done here when it is empty).
 
-Timed phases, each from a cold Python object state (the OS page cache is warm after the first):
-  1. SQL aggregation only: iterate ``store.unit_aggregates`` (GROUP BY in SQLite) -> rows per (unit, arm)
-  2. analyze(): aggregation + SRM + delta-method tests for 6 metrics and 3 guardrails + cluster bootstrap
-     (--bootstrap resamples) + power, no time series
-  3. analyze() with the cumulative time series (--timeseries-points looks; each look re-aggregates a prefix)
-Throughput is impressions analysed per second of wall time.
+Each timed phase runs in its own process (so its peak RSS is its own), with the default output of ``analyze``:
+SRM, 6 metrics and 3 guardrails, CUPED probe, 200-resample cluster bootstrap, power, the 8-look time series,
+traffic per day and the deployment check.
+  before: ``aggregation="scan"`` with the store's rollups switched off (``store.rollup_enabled = False``): every
+          read rescans the raw impressions and clicks, exactly the pre-rollup path
+  after:  the default (rollups)
+Both must give the same report (checked: decision, CTR lift and p-value, time-series lifts to 1e-9).
+Wall time depends on the machine's load (printed); CPU seconds of the analysing process are printed beside it
+(PostgreSQL's own work runs in its server processes and is not in that figure).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import os
 import resource
 import sqlite3
 import sys
@@ -43,9 +51,12 @@ def build(path: Path, n_imps: int, n_units: int, seed: int = 0) -> None:
     from abharness.stores import open_store
     from abharness.stores.codec import CLICK_COLUMNS, IMPRESSION_COLUMNS
 
+    from abharness.stores import rollup
+
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
-    store = open_store(f"sqlite:///{path}")  # the store creates and migrates its own schema
+    store = open_store(f"sqlite:///{path}", migrate=False)  # the store creates its own schema, before the rollups
+    store.migrate(target=rollup.SCHEMA_VERSION - 1)
     store.close()
     rng = np.random.default_rng(seed)
     per_unit = 1 + rng.poisson(n_imps / n_units - 1, n_units)
@@ -107,6 +118,9 @@ def build(path: Path, n_imps: int, n_units: int, seed: int = 0) -> None:
             progress.advance(task2)
     conn.close()
     print(f"built {path}: {n_imps:,} impressions, {clicks_total:,} clicks, {n_units:,} units")
+    t = time.perf_counter()
+    open_store(f"sqlite:///{path}").close()  # upgrade: backfills impression_facts and the rollups
+    print(f"migrate (backfill of the rollups): {time.perf_counter() - t:.1f} s")
 
 
 def existing_size(path: Path) -> int:
@@ -121,6 +135,46 @@ def existing_size(path: Path) -> int:
         conn.close()
 
 
+def phase(url: str, scan: bool, bootstrap: int, points: int, units: int, out) -> None:
+    """One analysis in a fresh process: wall and CPU seconds, peak RSS, and the numbers to compare."""
+    from abharness.analysis import AnalysisOptions, analyze
+    from abharness.stores import open_store
+
+    store = open_store(url, migrate=False)
+    if scan:
+        store.rollup_enabled = False
+    opts = AnalysisOptions(bootstrap_samples=bootstrap, timeseries_points=points, control="baseline",
+                           weights={"baseline": 0.5, "finetuned": 0.5}, tuning_units=units,
+                           aggregation="scan" if scan else "rollup")
+    t, c = time.perf_counter(), time.process_time()
+    report = analyze(store, EXPERIMENT, options=opts)
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    store.close()
+    ctr = report.metrics["ctr"]
+    out.put({"wall": wall, "cpu": cpu, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+             "decision": report.decision, "lift": ctr.relative_lift, "p": ctr.p_value, "units": report.units,
+             "looks": [p.lift for p in report.timeseries], "load": os.getloadavg()[0],
+             "summary": f"CTR {ctr.control.value:.4f} -> {ctr.treatment.value:.4f} ({ctr.relative_lift:+.2%}, "
+                        f"p={ctr.p_value:.3g}, always-valid p={ctr.always_valid_p:.3g}); SRM p={report.srm.p_value:.3g}"})
+
+
+def run_phase(url: str, scan: bool, args: argparse.Namespace) -> dict:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    p = ctx.Process(target=phase, args=(url, scan, args.bootstrap, args.timeseries_points, args.units, out))
+    p.start()
+    result = out.get(timeout=7200)
+    p.join()
+    return result
+
+
+def same(a: dict, b: dict) -> bool:
+    close = lambda x, y: abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))  # noqa: E731
+    return (a["decision"] == b["decision"] and a["units"] == b["units"] and close(a["lift"], b["lift"])
+            and close(a["p"], b["p"]) and len(a["looks"]) == len(b["looks"])
+            and all(close(x, y) for x, y in zip(a["looks"], b["looks"])))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", type=Path, default=ROOT / "artifacts" / "bench" / "analysis_10m.db")
@@ -129,10 +183,10 @@ def main() -> None:
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--timeseries-points", type=int, default=8)
+    ap.add_argument("--skip-before", action="store_true", help="only the rollup path (the scan takes minutes)")
+    ap.add_argument("--skip-sqlite", action="store_true")
+    ap.add_argument("--pg-url", default=None, help="a PostgreSQL database to run the same phases on")
     args = ap.parse_args()
-
-    from abharness.analysis import AnalysisOptions, analyze
-    from abharness.stores import open_store
 
     args.db.parent.mkdir(parents=True, exist_ok=True)
     if args.rebuild or existing_size(args.db) != args.impressions:
@@ -141,44 +195,41 @@ def main() -> None:
         print(f"build time {time.perf_counter() - t:.1f} s")
     else:
         print(f"reusing {args.db} ({args.impressions:,} impressions)")
-    store = open_store(f"sqlite:///{args.db}")
+    stores = [] if args.skip_sqlite else [("SQLite", f"sqlite:///{args.db}")]
+    if args.pg_url:
+        import psycopg
+
+        with psycopg.connect(args.pg_url) as conn:
+            loaded = conn.execute("SELECT to_regclass('impressions') IS NOT NULL").fetchone()[0]
+        if not loaded:
+            from bench_pgload import copy_store
+
+            for step, secs in copy_store(args.db, args.pg_url).items():
+                print(f"PostgreSQL {step}: {secs:.1f} s")
+        stores.append(("PostgreSQL", args.pg_url))
+    rows = []
+    for name, url in stores:
+        before = None if args.skip_before else run_phase(url, True, args)
+        after = run_phase(url, False, args)
+        rows.append((name, before, after))
+        print(f"{name} done: after {after['wall']:.1f} s" + (f", before {before['wall']:.1f} s" if before else ""),
+              flush=True)
+
     n = args.impressions
-    results = []
-
-    t = time.perf_counter()
-    rows = sum(1 for _ in store.unit_aggregates(EXPERIMENT))
-    dt = time.perf_counter() - t
-    results.append(("SQL aggregation (unit_aggregates)", dt, f"{rows:,} (unit, arm) rows"))
-    print(f"phase 1 done in {dt:.1f} s")
-
-    opts = AnalysisOptions(bootstrap_samples=args.bootstrap, timeseries_points=0, control="baseline",
-                           weights={"baseline": 0.5, "finetuned": 0.5}, tuning_units=args.units)
-    t = time.perf_counter()
-    report = analyze(store, EXPERIMENT, options=opts)
-    dt = time.perf_counter() - t
-    results.append((f"analyze (aggregation + stats, bootstrap {args.bootstrap})", dt, f"decision {report.decision}"))
-    print(f"phase 2 done in {dt:.1f} s")
-
-    if args.timeseries_points:
-        opts_ts = AnalysisOptions(bootstrap_samples=args.bootstrap, timeseries_points=args.timeseries_points,
-                                  control="baseline", weights={"baseline": 0.5, "finetuned": 0.5},
-                                  tuning_units=args.units)
-        t = time.perf_counter()
-        report_ts = analyze(store, EXPERIMENT, options=opts_ts)
-        dt = time.perf_counter() - t
-        results.append((f"analyze + time series ({len(report_ts.timeseries)} looks)", dt,
-                        f"decision {report_ts.decision}"))
-    store.close()
-
-    print()
-    print(f"{'phase':<58} {'seconds':>9} {'impressions/s':>15}  note")
-    for name, secs, note in results:
-        print(f"{name:<58} {secs:>9.1f} {n / secs:>15,.0f}  {note}")
-    ctr = report.metrics["ctr"]
-    print(f"\nCTR baseline {ctr.control.value:.4f} finetuned {ctr.treatment.value:.4f} lift {ctr.relative_lift:+.2%} "
-          f"[{ctr.relative_lower:+.2%}, {ctr.relative_upper:+.2%}] p={ctr.p_value:.3g} "
-          f"always-valid p={ctr.always_valid_p:.3g}; SRM p={report.srm.p_value:.3g}; units {report.units}")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"\nanalyze, default output ({args.bootstrap}-resample bootstrap, {args.timeseries_points}-look time series), "
+          f"{n:,} impressions, {args.units:,} units; {os.cpu_count()} CPUs")
+    print(f"{'store':<11}{'path':<8}{'wall s':>9}{'CPU s':>8}{'peak RSS MiB':>14}{'load avg':>10}{'impressions/s':>15}"
+          "  same numbers")
+    for name, before, after in rows:
+        for label, r in (("before", before), ("after", after)):
+            if r is None:
+                continue
+            ok = "" if before is None else ("yes" if same(before, after) else "NO")
+            print(f"{name:<11}{label:<8}{r['wall']:>9.1f}{r['cpu']:>8.1f}{r['rss_mib']:>14.0f}{r['load']:>10.1f}"
+                  f"{n / r['wall']:>15,.0f}  {ok if label == 'after' else ''}")
+        if before is not None:
+            print(f"{'':<11}speed-up {before['wall'] / after['wall']:.1f}x wall, {before['cpu'] / after['cpu']:.1f}x CPU")
+        print(f"{'':<11}{after['summary']}")
 
 
 if __name__ == "__main__":

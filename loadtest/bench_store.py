@@ -66,8 +66,11 @@ def make_events(n: int, *, seed: str) -> list:
     return events
 
 
-def writer_process(url: str, n: int, batch_size: int, seed: str, ready, go, out) -> None:
-    """One replica's writer: build events, wait for the common start, submit all, close, report."""
+def writer_process(url: str, n: int, batch_size: int, seed: str, ready, go, out, src: str | None = None) -> None:
+    """One replica's writer: build events, wait for the common start, submit all, close, report. ``src``: the
+    source tree to import abharness from (the baseline), else this checkout."""
+    if src:
+        sys.path.insert(0, src)
     from abharness.stores import open_store
     from abharness.stores.writer import EventWriter
 
@@ -87,11 +90,12 @@ def writer_process(url: str, n: int, batch_size: int, seed: str, ready, go, out)
     store.close()
 
 
-def run(url: str, writers: int, n: int, batch_size: int) -> dict:
+def run(url: str, writers: int, n: int, batch_size: int, src: str | None = None) -> dict:
     """Run ``writers`` writer processes into ``url`` at once; aggregate their figures."""
     ctx = mp.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=writer_process, args=(url, n, batch_size, uuid.uuid4().hex[:8], ready, go, out))
+    procs = [ctx.Process(target=writer_process,
+                         args=(url, n, batch_size, uuid.uuid4().hex[:8], ready, go, out, src))
              for _ in range(writers)]
     for p in procs:
         p.start()
@@ -135,14 +139,19 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--pg-url", default=None, help="admin URL of a PostgreSQL server (a fresh database is made)")
     ap.add_argument("--aggregate", action="store_true", help="also time unit_aggregates over the written events")
+    ap.add_argument("--baseline-src", default=None,
+                    help="source tree of the code to compare with, run in the same invocation (e.g. a git worktree "
+                         "of the commit before the rollups); its rows are labelled 'before'")
     args = ap.parse_args()
 
     from abharness.stores.pgtemp import TempCluster, create_database, drop_database, server_answers
 
     rows = []
+    versions = [("after", None)] + ([("before", args.baseline_src)] if args.baseline_src else [])
     with tempfile.TemporaryDirectory(prefix="abh_bench_") as tmp:
-        sqlite_url = f"sqlite:///{Path(tmp) / 'events.db'}"
-        rows.append(("sqlite", run(sqlite_url, 1, args.events, args.batch_size), sqlite_url))
+        for label, src in versions:
+            sqlite_url = f"sqlite:///{Path(tmp) / f'events-{label}.db'}"
+            rows.append(("sqlite", label, run(sqlite_url, 1, args.events, args.batch_size, src), sqlite_url))
 
         cluster = None
         admin = args.pg_url or SYSTEM_PG
@@ -155,24 +164,26 @@ def main() -> None:
         made = []
         try:
             for writers in (1, 2):
-                name = create_database(admin, prefix="abh_bench")
-                made.append(name)
-                url = f"{base}/{name}"
-                rows.append(("postgresql", run(url, writers, args.events, args.batch_size), url))
+                for label, src in versions:
+                    name = create_database(admin, prefix="abh_bench")
+                    made.append(name)
+                    url = f"{base}/{name}"
+                    rows.append(("postgresql", label, run(url, writers, args.events, args.batch_size, src), url))
             print(f"\nEventWriter throughput ({args.events} events per writer process, batch_size "
-                  f"{args.batch_size}; {os.cpu_count()} CPUs; PostgreSQL at {base.split('@')[-1]}"
-                  f"{' (throw-away cluster)' if cluster else ''})")
-            print(f"{'store':<11}{'writers':>8}{'events':>10}{'seconds':>9}{'events/s':>11}"
+                  f"{args.batch_size}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; PostgreSQL at "
+                  f"{base.split('@')[-1]}{' (throw-away cluster)' if cluster else ''}"
+                  f"{'; before = ' + args.baseline_src if args.baseline_src else ''})")
+            print(f"{'store':<11}{'code':<8}{'writers':>8}{'events':>10}{'seconds':>9}{'events/s':>11}"
                   f"{'batches':>9}{'commit p50 ms':>15}{'commit p99 ms':>15}{'dropped':>9}{'lost':>6}")
-            for store, r, _ in rows:
-                print(f"{store:<11}{r['writers']:>8}{r['events']:>10}{r['seconds']:>9.2f}{r['rate']:>11,.0f}"
+            for store, label, r, _ in rows:
+                print(f"{store:<11}{label:<8}{r['writers']:>8}{r['events']:>10}{r['seconds']:>9.2f}{r['rate']:>11,.0f}"
                       f"{r['batches']:>9}{r['commit_ms_p50']:>15.2f}{r['commit_ms_p99']:>15.2f}"
                       f"{r['dropped']:>9}{r['lost']:>6}")
             if args.aggregate:
                 print("\nunit_aggregates over the written events (SQL-side):")
-                for store, r, url in rows:
+                for store, label, r, url in rows:
                     n, dt = time_aggregate(url)
-                    print(f"  {store:<11} {r['writers']} writer(s): {n} unit rows in {dt:.2f} s")
+                    print(f"  {store:<11} {label:<7} {r['writers']} writer(s): {n} unit rows in {dt:.2f} s")
         finally:
             for name in made:
                 drop_database(admin, name)

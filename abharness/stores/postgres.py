@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MIGRATION_LOCK_KEY = 7_316_420_518  # pg_advisory_xact_lock key shared by every abharness process
+_ROLLUP_LOCK_KEY = 7_316_420_519  # serialises rollup maintenance across replicas
 _RETRYABLE = (psycopg.OperationalError, PoolTimeout)
 _FINGERPRINTS = queries.to_pyformat(rollup.fingerprint_statement("postgresql"))
 _MAINTENANCE = tuple(
@@ -107,6 +108,7 @@ class PostgresStore:
         self.retry_max_s = float(retry_max_s)
         self._staged: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._rollup_seen = False
+        self.rollup_enabled = True
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
@@ -327,6 +329,10 @@ class PostgresStore:
     def _maintain(cur: psycopg.Cursor[Any], rows: dict[str, list[tuple[Any, ...]]]) -> None:
         """Bring impression_facts and unit_rollup up to date with the batch (same transaction)."""
         facts, summaries, refresh = _MAINTENANCE
+        # One replica at a time recomputes: each statement then sees every other replica's committed batch, so
+        # two batches touching the same impression or unit-day cannot both recompute from a view missing the
+        # other's rows (READ COMMITTED would lose one of them).
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ROLLUP_LOCK_KEY,))
         if rows["impressions"]:
             cur.execute(facts)
         touched = {"touched_ids": [r[0] for r in rows["impressions"]] + [r[0] for r in rows["clicks"]]}
@@ -358,7 +364,10 @@ class PostgresStore:
         return self._stream("aggregating units", sql, params)
 
     def has_rollup(self) -> bool:
-        """Whether the schema has ``unit_rollup`` (version >= 5); a store opened without migrating may not."""
+        """Whether the schema has ``unit_rollup`` (version >= 5; a store opened without migrating may not) and
+        ``rollup_enabled`` is left True (set it False to make every read scan the raw rows, as before schema 5)."""
+        if not self.rollup_enabled:
+            return False
         if not self._rollup_seen:
             self._rollup_seen = self.schema_version() >= rollup.SCHEMA_VERSION
         return self._rollup_seen

@@ -125,6 +125,7 @@ class SQLiteStore:
         self._all: list[sqlite3.Connection] = []
         self._closed = False
         self._rollup_seen = False
+        self.rollup_enabled = True
         self._identity: tuple[int, int] | None = None
         self._broken: str | None = None
         self._shm_broken = False
@@ -403,7 +404,10 @@ class SQLiteStore:
         return self._stream(sql, params)
 
     def has_rollup(self) -> bool:
-        """Whether the schema has ``unit_rollup`` (version >= 5); a store opened without migrating may not."""
+        """Whether the schema has ``unit_rollup`` (version >= 5; a store opened without migrating may not) and
+        ``rollup_enabled`` is left True (set it False to make every read scan the raw rows, as before schema 5)."""
+        if not self.rollup_enabled:
+            return False
         if not self._rollup_seen:
             self._rollup_seen = self.schema_version() >= rollup.SCHEMA_VERSION
         return self._rollup_seen
