@@ -384,8 +384,11 @@ def unit_rows_sql(dialect: str, *, n_modes: int) -> str:
     parts = []
     for s in _SUMS:
         agg = "COUNT(*)" if s == "impressions" else f"SUM({contrib[s]})"
-        parts.append(f"COALESCE(SUM(CASE WHEN {inside} THEN r.{s} ELSE "
-                     f"(SELECT {agg} FROM impression_facts f WHERE {_MATCH}) END), 0)")
+        total = (f"COALESCE(SUM(CASE WHEN {inside} THEN r.{s} ELSE "
+                 f"(SELECT {agg} FROM impression_facts f WHERE {_MATCH}) END), 0)")
+        # PostgreSQL sums integers as numeric (Decimal objects in Python, 4x a float); a double holds these
+        # counts exactly (< 2**53), so convert in the server.
+        parts.append(total if dialect == "sqlite" else f"CAST({total} AS DOUBLE PRECISION)")
     first = f"MIN(CASE WHEN {inside} THEN r.first_ts ELSE (SELECT MIN(f.ts) FROM impression_facts f WHERE {_MATCH}) END)"
     imp = parts[0]
     return (
