@@ -177,7 +177,8 @@ def same(a: dict, b: dict) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--db", type=Path, default=ROOT / "artifacts" / "bench" / "analysis_10m.db")
+    ap.add_argument("--db", type=Path, default=None,
+                    help="SQLite file (default artifacts/bench/analysis_10m.db, or analysis_<N>.db for other sizes)")
     ap.add_argument("--impressions", type=int, default=10_000_000)
     ap.add_argument("--units", type=int, default=1_000_000)
     ap.add_argument("--rebuild", action="store_true")
@@ -186,7 +187,11 @@ def main() -> None:
     ap.add_argument("--skip-before", action="store_true", help="only the rollup path (the scan takes minutes)")
     ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--pg-url", default=None, help="a PostgreSQL database to run the same phases on")
+    ap.add_argument("--summary-json", type=Path, default=None, help="also write the figures there (make bench)")
     args = ap.parse_args()
+    if args.db is None:
+        name = "analysis_10m.db" if args.impressions == 10_000_000 else f"analysis_{args.impressions}.db"
+        args.db = ROOT / "artifacts" / "bench" / name
 
     args.db.parent.mkdir(parents=True, exist_ok=True)
     if args.rebuild or existing_size(args.db) != args.impressions:
@@ -230,6 +235,18 @@ def main() -> None:
         if before is not None:
             print(f"{'':<11}speed-up {before['wall'] / after['wall']:.1f}x wall, {before['cpu'] / after['cpu']:.1f}x CPU")
         print(f"{'':<11}{after['summary']}")
+    if args.summary_json:
+        import json
+
+        table = []
+        for name, before, after in rows:
+            for label, r in (("before (scan)", before), ("after (rollups)", after)):
+                if r is not None:
+                    table.append({"figure": f"analyze {n:,} impressions, {name}, {label}",
+                                  "value": f"{r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, {r['rss_mib']:.0f} MiB "
+                                           f"(load {r['load']:.1f})",
+                                  "goal": "<= 10 s, <= 1 GiB" if r is after else "baseline"})
+        args.summary_json.write_text(json.dumps({"table": table}, indent=2))
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--baseline-src", default=None,
                     help="source tree of the code to compare with, run in the same invocation (e.g. a git worktree "
                          "of the commit before the rollups); its rows are labelled 'before'")
+    ap.add_argument("--summary-json", default=None, help="also write the figures there (make bench)")
     args = ap.parse_args()
 
     from abharness.stores.pgtemp import TempCluster, create_database, drop_database, server_answers
@@ -179,6 +180,15 @@ def main() -> None:
                 print(f"{store:<11}{label:<8}{r['writers']:>8}{r['events']:>10}{r['seconds']:>9.2f}{r['rate']:>11,.0f}"
                       f"{r['batches']:>9}{r['commit_ms_p50']:>15.2f}{r['commit_ms_p99']:>15.2f}"
                       f"{r['dropped']:>9}{r['lost']:>6}")
+            if args.summary_json:
+                import json
+
+                goal = {"sqlite": ">= 50,000 events/s", "postgresql": ">= 25,000 events/s"}
+                Path(args.summary_json).write_text(json.dumps({"table": [
+                    {"figure": f"writer into {store}, {r['writers']} process(es), {label}",
+                     "value": f"{r['rate']:,.0f} events/s (load {os.getloadavg()[0]:.1f})",
+                     "goal": goal[store] if label == "after" else "baseline"}
+                    for store, label, r, _ in rows]}, indent=2))
             if args.aggregate:
                 print("\nunit_aggregates over the written events (SQL-side):")
                 for store, label, r, url in rows:
