@@ -7,8 +7,8 @@ the shared ``build_index`` flat index over ``encode_cached`` corpus embeddings) 
 embeddings are computed once and reused from the embedding cache by every configuration.
 
     export ABHARNESS_CACHE=$PWD/artifacts/cache
-    nice python loadtest/finetune_compare.py baseline
-    nice python loadtest/finetune_compare.py run --name st-256 --trainer st --max-seq-length 256
+    nice python loadtest/finetune_compare.py --distractors 700 baseline
+    nice python loadtest/finetune_compare.py --distractors 700 run --name st-256 --trainer st --max-seq-length 256
     python loadtest/finetune_compare.py table          # markdown table of every finished run
 
 Results (model, index, result.json with wall times and load averages) go under ``artifacts/finetune-compare/``.
@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path("artifacts/finetune-compare")
 METRICS = ("ndcg@10", "recall@10", "mrr@10", "recall@100")
 DEPTH = 100
+SLICE_SEED = 7
 
 
 def _load() -> list[float]:
@@ -43,11 +44,21 @@ def _context(data: Path, candidate: str | None) -> Any:
     return Context(suite=load_suite(None), data_dir=data.parent, models=models, progress=True)
 
 
-def _score(ctx: Any, data: Path, role: str) -> tuple[Any, dict[str, float], float]:
-    from abharness.core.irmetrics import compute_table
+def _test_set(data: Path, distractors: int | None) -> Any:
+    """SciFact test: the full corpus, or (``--distractors N``) every test query with all its judged documents plus N
+    seeded other documents (``slice_dataset``, the slicing ``evaluate --limit`` uses), so that each model encodes
+    about 1,000 documents instead of 5,183 on a loaded machine."""
+    from abharness.data import slice_dataset
     from abharness.data.beir import load_beir
 
     ds = load_beir(data, "test", empty_docs="keep")
+    return ds if distractors is None else slice_dataset(ds, len(ds.queries), distractors, seed=SLICE_SEED)
+
+
+def _score(ctx: Any, data: Path, role: str, distractors: int | None) -> tuple[Any, dict[str, float], float]:
+    from abharness.core.irmetrics import compute_table
+
+    ds = _test_set(data, distractors)
     started = time.perf_counter()
     run = ctx.rank(role, ds, DEPTH)
     seconds = time.perf_counter() - started
@@ -58,10 +69,11 @@ def _score(ctx: Any, data: Path, role: str) -> tuple[Any, dict[str, float], floa
 def baseline(args: argparse.Namespace) -> None:
     load_before = _load()
     ctx = _context(args.data, None)
-    _, means, seconds = _score(ctx, args.data, "baseline")
+    _, means, seconds = _score(ctx, args.data, "baseline", args.distractors)
     out = args.root / "baseline"
     out.mkdir(parents=True, exist_ok=True)
     result = {"name": "baseline", "fingerprint": ctx.models["baseline"].fingerprint, "metrics": means,
+              "distractors": args.distractors,
               "encode_and_rank_seconds": seconds, "load_before": load_before, "load_after": _load()}
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(result))
@@ -74,24 +86,27 @@ def run(args: argparse.Namespace) -> None:
     out = args.root / args.name
     model_dir = out / "model"
     load_before = _load()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if not (model_dir / "abharness_manifest.json").is_file():
         params = FinetuneParams(max_seq_length=args.max_seq_length, trainer=args.trainer)
         finetune(args.data, base="minilm", out_dir=model_dir, params=params, seed=args.seed, overwrite=True)
     finetune_seconds = round(time.perf_counter() - started, 1)
+    finetune_cpu_seconds = round(time.process_time() - cpu_started, 1)  # all threads of this process
     load_after_finetune = _load()
     manifest = json.loads((model_dir / "abharness_manifest.json").read_text(encoding="utf-8"))
     ctx = _context(args.data, str(model_dir))
-    cand_table, cand, cand_seconds = _score(ctx, args.data, "candidate")
-    base_table, base, _ = _score(ctx, args.data, "baseline")  # cached embeddings after the first configuration
+    cand_table, cand, cand_seconds = _score(ctx, args.data, "candidate", args.distractors)
+    base_table, base, _ = _score(ctx, args.data, "baseline", args.distractors)  # cached after the baseline step
     paired = compare_tables(base_table, cand_table, METRICS, n_resamples=10_000, seed=args.seed)
     result = {
         "name": args.name, "trainer": args.trainer, "max_seq_length": args.max_seq_length, "seed": args.seed,
+        "distractors": args.distractors,
         "fingerprint": manifest["fingerprint"], "train_loss": manifest["train_loss"], "pairs": len(manifest["pairs"]),
         "metrics": cand, "baseline": base,
         "paired": {c.metric: {"delta": round(c.delta, 4), "p": round(c.p_value, 4), "p_holm": round(c.p_holm, 4),
                               "wins": c.wins, "losses": c.losses} for c in paired},
         "finetune_wall_seconds": manifest["wall_seconds"], "finetune_step_seconds": finetune_seconds,
+        "finetune_cpu_seconds": finetune_cpu_seconds,
         "encode_and_rank_seconds": cand_seconds,
         "load_before": load_before, "load_after_finetune": load_after_finetune, "load_after": _load(),
     }
@@ -122,6 +137,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/scifact"))
     parser.add_argument("--root", type=Path, default=ROOT)
+    parser.add_argument("--distractors", type=int, default=None,
+                        help="Score on a slice: all test queries, their judged documents and N other documents.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("baseline")
     r = sub.add_parser("run")

@@ -29,7 +29,7 @@ def finetune_command(
     max_pairs: Annotated[int | None, typer.Option(help="Train on a seeded random subset of this many pairs.")] = None,
     trainer: Annotated[str, typer.Option(
         help="st: sentence-transformers' SentenceTransformerTrainer; loop: the hand-written loop (docs/foundation.md "
-             "compares them).")] = "loop",
+             "compares them).")] = "st",
     seed: Annotated[int, typer.Option(help="Seed for batch order, negative sampling, dropout.")] = 42,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,

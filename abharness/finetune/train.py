@@ -1,8 +1,9 @@
 """Fine-tune a sentence-transformers model on (query, relevant document) pairs with MultipleNegativesRankingLoss.
 
-A small explicit training loop (AdamW, linear warm-up and decay, gradient clipping, duplicate-free batches) over
-sentence-transformers' own loss module. It does what ``SentenceTransformerTrainer`` does for this one loss without
-its ``datasets``/``accelerate`` dependencies or any hub/report_to integration, always on CPU unless told otherwise.
+Two training paths over the same loss, pairs, seed and schedule, chosen by ``FinetuneParams.trainer``: ``"st"``
+(default) runs sentence-transformers' ``SentenceTransformerTrainer`` (``abharness.finetune.st_trainer``); ``"loop"`` runs
+the small explicit loop below (AdamW, linear warm-up and decay, gradient clipping, duplicate-free batches). Both run on
+CPU unless told otherwise and write the same manifest.
 Loss: van den Oord et al. 2018 (InfoNCE) / Henderson et al. 2017, in-batch negatives, cosine similarity x scale.
 """
 
@@ -51,7 +52,7 @@ class FinetuneParams:
     negative_rank_start: int = 3
     negative_rank_end: int = 30
     max_pairs: int | None = None
-    trainer: str = "loop"  # "st": SentenceTransformerTrainer; "loop": the hand-written loop below
+    trainer: str = "st"  # "st": SentenceTransformerTrainer (default, docs/foundation.md); "loop": the loop below
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first bad value."""
