@@ -33,7 +33,7 @@ __all__ = ["build_app", "main", "COMMAND_MODULES", "EXIT_USAGE_ERROR", "EXIT_CHE
 # Add a module here when it gains commands; each must define register(app).
 COMMAND_MODULES: list[str] = [
     "evaluate", "serve", "analyze", "replay", "simulate", "demo", "finetune", "index", "data", "spool", "model", "ui",
-    "ubi", "export",
+    "ubi", "export", "ingest",
 ]
 
 EXIT_USAGE_ERROR = 2

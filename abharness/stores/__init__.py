@@ -8,6 +8,8 @@
     postgresql://user@host:port/dbname   PostgreSQL (also postgres://)
     parquet:///relative/dir              read-only: a Parquet directory written by ``abharness export``, read
     parquet:////absolute/dir             through DuckDB (``abharness.stores.parquet``)
+    nats://host:port/STREAM?subject=S    write-only: publishes events to NATS JetStream with acks
+                                         (``abharness.stores.nats``); ``abharness ingest`` fills a database
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from abharness.stores.base import EventStore, WriteResult
 
 __all__ = ["open_store", "EventStore", "WriteResult", "VALID_SCHEMES"]
 
-VALID_SCHEMES: tuple[str, ...] = ("sqlite:///", "postgresql://", "postgres://", "parquet:///")
+VALID_SCHEMES: tuple[str, ...] = ("sqlite:///", "postgresql://", "postgres://", "parquet:///", "nats://")
 
 
 def open_store(url: str, *, migrate: bool = True) -> EventStore:
@@ -55,6 +57,10 @@ def open_store(url: str, *, migrate: bool = True) -> EventStore:
             raise ConfigError(f"store URL {url!r} names no directory; write parquet:///export (relative) or "
                               "parquet:////abs/export (absolute)")
         store = ParquetStore(path, url=url)
+    elif url.startswith("nats://"):
+        from abharness.stores.nats import NatsStore
+
+        store = NatsStore(url)
     else:
         scheme = url.split(":", 1)[0] if ":" in url else url
         raise ConfigError(
