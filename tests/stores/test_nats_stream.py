@@ -1,0 +1,188 @@
+"""proxy -> NATS JetStream -> ``abharness ingest`` -> SQLite, against a real nats-server started here on a free
+loopback port with its own store directory (skipped, saying why, when /usr/sbin/nats-server is absent)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from abharness.api.app import create_app
+from abharness.config import parse_config
+from abharness.core.events import Impression
+from abharness.errors import ConfigError, StoreError
+from abharness.stores import open_store
+from abharness.stores.nats import parse_nats_url
+from abharness.stores.spool import load_spool
+from abharness.stores.stream import decode_event, encode_event, event_id
+from abharness.stores.writer import EventWriter
+from abharness.testing.client import serving
+from abharness.testing.configs import config_dict
+from abharness.testing.natsserver import NatsServer, impressions, start_ingest, stop_ingest, wait_until
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path):
+    server = NatsServer(tmp_path / "js")
+    server.start()
+    yield server
+    server.kill()
+
+
+def _imp(i: int) -> Impression:
+    return Impression(impression_id=f"imp-{i:06d}", experiment_id="exp1", ts=1.7e9 + i, unit_id=f"u{i % 97}",
+                      arm="baseline", mode="ab", query=f"q{i}", k=1, results=(), latency_ms=1.0)
+
+
+def test_stream_urls_are_checked_and_messages_round_trip() -> None:
+    t = parse_nats_url("nats://127.0.0.1:4333/AB_1?subject=ab.events&timeout_s=0.5")
+    assert (t.server, t.stream, t.subject, t.timeout_s) == ("nats://127.0.0.1:4333", "AB_1", "ab.events", 0.5)
+    for bad in ("nats:///S", "nats://h:1/", "nats://h:1/a.b", "nats://h:1/S?subject=a.*", "nats://h:1/S?x=1",
+                "nats://h:1/S?timeout_s=0"):
+        with pytest.raises(ConfigError, match="nats://"):
+            parse_nats_url(bad)
+    e = _imp(3)
+    assert decode_event(encode_event(e)) == e and event_id(e) == "imp:imp-000003"
+    with pytest.raises(ValueError, match="not a"):
+        decode_event(b"\xff")
+
+
+def test_an_unreachable_stream_is_a_one_line_store_error(tmp_path: Path) -> None:
+    from abharness.testing.natsserver import free_port
+
+    with pytest.raises(StoreError, match="is nats-server -js running"):
+        open_store(f"nats://127.0.0.1:{free_port()}/S?subject=s.e&timeout_s=0.5")
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_proxy_to_jetstream_to_ingest_to_sqlite_counts_equal(nats_server: NatsServer, tmp_path: Path,
+                                                                    backends, capsys) -> None:
+    url = nats_server.url("E2E", "e2e.events")
+    cfg = parse_config(config_dict(store_url=url, events={"spool_dir": str(tmp_path / "spool")}))
+    n_search, n_click = 200, 120
+    async with serving(create_app(cfg, backends=backends)) as client:
+        hits = []
+        for i in range(n_search):
+            r = await client.post("/search", json={"query": f"doc {i % 30}", "unit_id": f"u{i % 37}"})
+            assert r.status_code == 200, r.text
+            hits.append(r.json())
+        for h in hits[:n_click]:
+            r = await client.post("/click", json={"impression_token": h["impression_token"],
+                                                  "doc_id": h["results"][0]["doc_id"], "position": 1})
+            assert r.status_code == 200, r.text
+        writer = client._transport.app.state.service.writer  # type: ignore[attr-defined]
+        assert writer.flush(20)
+        published = writer.stats()
+    db = tmp_path / "events.db"
+    proc = start_ingest(url, f"sqlite:///{db}", batch=64, log=tmp_path / "ingest.log")
+    wait_until(lambda: impressions(db) >= n_search, 25, "the ingest to store every impression")
+    time.sleep(0.5)  # let the last clicks' batch commit
+    stats = stop_ingest(proc)
+    store = open_store(f"sqlite:///{db}")
+    try:
+        counts = store.counts("exp1")
+    finally:
+        store.close()
+    with capsys.disabled():
+        print(f"\nstream e2e: proxy accepted {published['accepted']} (+1 audit), published {published['written']}, "
+              f"ingest acked {stats['acked']}, stored {counts}")
+    assert published["accepted"] == n_search + n_click and published["written"] == n_search + n_click
+    assert counts == {"impressions": n_search, "clicks": n_click, "audit": 1}
+    assert stats["acked"] == stats["stored"] + stats["duplicates"] == n_search + n_click + 1
+
+
+@pytest.mark.slow
+def test_ingest_killed_and_restarted_mid_stream_loses_nothing_and_stores_nothing_twice(
+        nats_server: NatsServer, tmp_path: Path, capsys) -> None:
+    url = nats_server.url("KILL", "kill.events")
+    total = 6000
+    pub = open_store(url)
+    try:
+        for start in range(0, total, 500):
+            result = pub.write_batch([_imp(i) for i in range(start, start + 500)])
+            assert (result.stored, result.duplicates) == (500, 0)
+    finally:
+        pub.close()
+    db = tmp_path / "events.db"
+    first = start_ingest(url, f"sqlite:///{db}", batch=20, ack_wait=1.0, log=tmp_path / "ingest.log")
+    wait_until(lambda: impressions(db) >= 300, 20, "the first ingest to store some impressions", poll_s=0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    at_kill = impressions(db)
+    assert at_kill < total, "the ingest finished before it was killed: the test proves nothing"
+    second = start_ingest(url, f"sqlite:///{db}", batch=20, ack_wait=1.0, log=tmp_path / "ingest.log")
+    wait_until(lambda: impressions(db) >= total, 25, "the restarted ingest to store every impression")
+    stats = stop_ingest(second)
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        rows, distinct = con.execute("SELECT count(*), count(DISTINCT impression_id) FROM impressions").fetchone()
+        ids = {r[0] for r in con.execute("SELECT impression_id FROM impressions")}
+    with capsys.disabled():
+        print(f"\nstream kill: published {total}, stored {at_kill} before SIGKILL, restarted ingest acked "
+              f"{stats['acked']} ({stats['stored']} new, {stats['duplicates']} redelivered duplicates); "
+              f"store holds {rows} rows, {distinct} distinct")
+    assert rows == distinct == total
+    assert ids == {f"imp-{i:06d}" for i in range(total)}
+    assert stats["stored"] == total - at_kill
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_jetstream_restarted_under_load_queues_spools_and_accounts_for_every_event(
+        nats_server: NatsServer, tmp_path: Path, backends, capsys) -> None:
+    url = nats_server.url("OUT", "out.events", timeout_s="0.5")
+    cfg = parse_config(config_dict(store_url=url))
+    store = open_store(url)
+    writer = EventWriter(store, batch_size=50, flush_interval_s=0.05, retry_max_s=0.2,
+                         spool_dir=tmp_path / "spool", spool_after_s=1.0)
+    ids: list[str] = []
+    states: set[str] = set()
+    try:
+        async with serving(create_app(cfg, backends=backends, store=store, writer=writer)) as client:
+            async def searches(n: int) -> None:
+                for i in range(n):
+                    r = await client.post("/search", json={"query": f"doc {i % 30}", "unit_id": f"u{len(ids)}"})
+                    assert r.status_code == 200, r.text
+                    ids.append(r.json()["impression_id"])
+                    states.add(writer.state)
+                    await asyncio.sleep(0.005)
+
+            await searches(150)
+            nats_server.kill()
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 3.0:  # outage longer than spool_after_s, under load
+                await searches(20)
+            nats_server.start()
+            await searches(150)
+            await asyncio.to_thread(wait_until, lambda: writer.state == "healthy" and writer.queue_depth == 0, 20,
+                                    "the writer to drain after JetStream came back", 0.05)
+        lost = writer.close(10)
+        s = writer.stats()
+    finally:
+        store.close()
+    db = tmp_path / "events.db"
+    proc = start_ingest(url, f"sqlite:///{db}", batch=100, log=tmp_path / "ingest.log")
+    wait_until(lambda: impressions(db) >= len(ids) - s["spooled"], 25, "the ingest to catch up")
+    time.sleep(0.3)
+    stats = stop_ingest(proc)
+    sink = open_store(f"sqlite:///{db}")
+    try:
+        from_stream = sink.counts("exp1")["impressions"]
+        loaded = load_spool(sink, tmp_path / "spool")
+        final = sink.counts("exp1")["impressions"]
+    finally:
+        sink.close()
+    with capsys.disabled():
+        print(f"\nstream outage: {len(ids)} searches; writer {s}; states seen {sorted(states)}; ingest acked "
+              f"{stats['acked']}; store had {from_stream} impressions from the stream, {final} after spool load "
+              f"({loaded})")
+    assert lost == 0 and s["quarantined"] == 0 and s["queue_depth"] == 0
+    assert s["accepted"] == len(ids) and s["dropped"] == 0
+    assert s["accepted"] == s["stored"] + s["duplicates"] + s["spooled"] + s["dropped"]
+    assert s["spooled"] > 0 and s["failed_batches"] > 0 and "spooling" in states
+    assert final == len(ids)
