@@ -36,9 +36,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IngestStats:
-    """What one ingest process did: messages received and acked, events newly stored, duplicates, bad messages."""
+    """What one ingest process did: messages received (``redelivered``: of those, delivered before to some consumer
+    of the durable and not acked), events newly stored, duplicates, acked, bad messages, failed store writes."""
 
     received: int = 0
+    redelivered: int = 0
     stored: int = 0
     duplicates: int = 0
     acked: int = 0
@@ -47,7 +49,7 @@ class IngestStats:
     started: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, int | float]:
-        return {"received": self.received, "stored": self.stored, "duplicates": self.duplicates,
+        return {"received": self.received, "redelivered": self.redelivered, "stored": self.stored, "duplicates": self.duplicates,
                 "acked": self.acked, "bad": self.bad, "failed_batches": self.failed_batches,
                 "seconds": round(time.monotonic() - self.started, 3)}
 
@@ -138,6 +140,11 @@ class NatsIngest:
         events: list[Event] = []
         good = []
         for msg in msgs:
+            try:
+                if msg.metadata.num_delivered > 1:
+                    self.stats.redelivered += 1
+            except Exception:  # no JetStream metadata: not ours to judge, decode decides
+                pass
             try:
                 events.append(decode_event(msg.data))
                 good.append(msg)

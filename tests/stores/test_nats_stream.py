@@ -124,7 +124,8 @@ def test_ingest_killed_and_restarted_mid_stream_loses_nothing_and_stores_nothing
         ids = {r[0] for r in con.execute("SELECT impression_id FROM impressions")}
     with capsys.disabled():
         print(f"\nstream kill: published {total}, stored {at_kill} before SIGKILL, restarted ingest acked "
-              f"{stats['acked']} ({stats['stored']} new, {stats['duplicates']} redelivered duplicates); "
+              f"{stats['acked']} ({stats['stored']} new, {stats['duplicates']} duplicates, {stats['redelivered']} "
+              f"redelivered from the killed one); "
               f"store holds {rows} rows, {distinct} distinct")
     assert rows == distinct == total
     assert ids == {f"imp-{i:06d}" for i in range(total)}
@@ -186,3 +187,58 @@ async def test_jetstream_restarted_under_load_queues_spools_and_accounts_for_eve
     assert s["accepted"] == s["stored"] + s["duplicates"] + s["spooled"] + s["dropped"]
     assert s["spooled"] > 0 and s["failed_batches"] > 0 and "spooling" in states
     assert final == len(ids)
+
+
+@pytest.mark.slow
+def test_two_ingest_processes_share_one_durable_consumer(nats_server: NatsServer, store_url: str, tmp_path: Path,
+                                                         capsys) -> None:
+    url = nats_server.url("SHARE", "share.events")
+    total = 4000
+    pub = open_store(url)
+    try:
+        for start in range(0, total, 500):
+            pub.write_batch([_imp(i) for i in range(start, start + 500)])
+    finally:
+        pub.close()
+    sink = open_store(store_url)  # create the schema once, before two processes race to migrate it
+    procs = [start_ingest(url, store_url, durable="shared", batch=25, log=tmp_path / f"ingest{i}.log")
+             for i in range(2)]
+
+    def stored() -> int:
+        return sink.counts("exp1")["impressions"]
+
+    try:
+        wait_until(lambda: stored() >= total, 25, "two ingests to store every impression", poll_s=0.1)
+        time.sleep(0.3)
+        stats = [stop_ingest(p) for p in procs]
+        final = sink.counts("exp1")["impressions"]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        sink.close()
+    with capsys.disabled():
+        print(f"\nstream shared durable ({store_url.split(':')[0]}): published {total}; ingest A acked "
+              f"{stats[0]['acked']}, ingest B acked {stats[1]['acked']}; store holds {final}")
+    assert final == total
+    assert stats[0]["stored"] + stats[1]["stored"] == total
+    assert stats[0]["acked"] > 0 and stats[1]["acked"] > 0, "one process did all the work: nothing was shared"
+
+
+def test_ingest_refuses_bad_urls_with_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from abharness.cli.main import build_app
+    from abharness.testing.natsserver import free_port
+
+    db = f"sqlite:///{tmp_path / 'e.db'}"
+    cases = [
+        (["--from", "sqlite:///x.db", "--to", db], "is not a stream URL"),
+        (["--from", "nats://127.0.0.1:1/S", "--to", "nats://127.0.0.1:1/T"], "cannot be written by ingest"),
+        (["--from", "nats://127.0.0.1:1/S", "--to", db, "--batch", "0"], "--batch 0 must be a positive"),
+        (["--from", f"nats://127.0.0.1:{free_port()}/S?timeout_s=0.5", "--to", db], "is nats-server -js running"),
+    ]
+    for args, message in cases:
+        r = CliRunner().invoke(build_app(), ["ingest", *args])
+        assert r.exit_code == 2, (args, r.output)
+        assert message in r.output and "Traceback" not in r.output, (args, r.output)
