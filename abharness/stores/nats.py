@@ -152,6 +152,7 @@ class NatsStore:
         self._io = EventLoopThread("abharness-nats-store")
         self._nc: Any = None
         self._js: Any = None
+        self._connecting = asyncio.Lock()  # the writer thread and request threads may call at once
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _call(self, coro: Coroutine[Any, Any, T], what: str, timeout_s: float | None = None) -> T:
@@ -165,9 +166,11 @@ class NatsStore:
                              f"{self.target.server}?") from exc
 
     async def _connected(self) -> Any:
-        if self._nc is None:
-            self._nc = await connect(self.target.server, self.target.timeout_s)
-            self._js = self._nc.jetstream(timeout=self.target.timeout_s)
+        async with self._connecting:
+            if self._nc is None:
+                nc = await connect(self.target.server, self.target.timeout_s)
+                self._js = nc.jetstream(timeout=self.target.timeout_s)
+                self._nc = nc
         return self._js
 
     async def _migrate(self) -> None:

@@ -64,7 +64,8 @@ async def test_proxy_to_jetstream_to_ingest_to_sqlite_counts_equal(nats_server: 
     url = nats_server.url("E2E", "e2e.events")
     cfg = parse_config(config_dict(store_url=url, events={"spool_dir": str(tmp_path / "spool")}))
     n_search, n_click = 200, 120
-    async with serving(create_app(cfg, backends=backends)) as client:
+    app = create_app(cfg, backends=backends)
+    async with serving(app) as client:
         hits = []
         for i in range(n_search):
             r = await client.post("/search", json={"query": f"doc {i % 30}", "unit_id": f"u{i % 37}"})
@@ -74,7 +75,7 @@ async def test_proxy_to_jetstream_to_ingest_to_sqlite_counts_equal(nats_server: 
             r = await client.post("/click", json={"impression_token": h["impression_token"],
                                                   "doc_id": h["results"][0]["doc_id"], "position": 1})
             assert r.status_code == 200, r.text
-        writer = client._transport.app.state.service.writer  # type: ignore[attr-defined]
+        writer = app.state.service.writer
         assert writer.flush(20)
         published = writer.stats()
     db = tmp_path / "events.db"
@@ -242,3 +243,38 @@ def test_ingest_refuses_bad_urls_with_one_line(tmp_path: Path) -> None:
         r = CliRunner().invoke(build_app(), ["ingest", *args])
         assert r.exit_code == 2, (args, r.output)
         assert message in r.output and "Traceback" not in r.output, (args, r.output)
+
+
+def test_ingest_keeps_unacked_what_a_failing_store_refused_and_stores_it_later(nats_server: NatsServer) -> None:
+    from abharness.stores.nats_ingest import NatsIngest
+
+    url = nats_server.url("FAIL", "fail.events")
+    pub = open_store(url)
+    try:
+        pub.write_batch([_imp(i) for i in range(300)])
+    finally:
+        pub.close()
+
+    class Flaky:
+        """The SQLite store, refusing its first three batches as a store outage would."""
+
+        def __init__(self) -> None:
+            self.inner = open_store("sqlite:///:memory:")
+            self.url = "flaky://"
+            self.refused = 0
+
+        def write_batch(self, events):  # type: ignore[no-untyped-def]
+            if self.refused < 3:
+                self.refused += 1
+                raise StoreError("store down (test)")
+            return self.inner.write_batch(events)
+
+    sink = Flaky()
+    worker = NatsIngest(url, sink, durable="flaky", batch=50, retry_s=0.1, max_idle_s=1.5)  # type: ignore[arg-type]
+    stats = worker.run()
+    try:
+        assert sink.inner.counts("exp1")["impressions"] == 300
+    finally:
+        sink.inner.close()
+    assert stats.failed_batches == 3 and stats.stored == 300 and stats.acked == 300
+    assert stats.redelivered >= 50  # the refused batches came back (nakked, never acked)
