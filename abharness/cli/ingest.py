@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -22,7 +22,7 @@ def ingest_command(
     batch: Annotated[int, typer.Option(help="Messages per fetch = events per store transaction.")] = 500,
     ack_wait: Annotated[float, typer.Option(help="Seconds before JetStream redelivers a message fetched and not "
                                                  "acked (a crashed ingest); set when the consumer is created.")] = 30.0,
-    max_idle: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without a message "
+    max_idle: Annotated[float | None, typer.Option(help="Stop after this many seconds without a message "
                                                            "(default: run until SIGTERM/SIGINT).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final counters as JSON.")] = False,
 ) -> None:

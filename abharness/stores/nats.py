@@ -30,13 +30,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from abharness.core.events import AuditEntry, Click, Event, Feedback, Impression, InterleaveUnitAggregate, \
-    UnitAggregate
+from abharness.core.events import AuditEntry, Click, Event, Feedback, Impression, InterleaveUnitAggregate, UnitAggregate
 from abharness.errors import ConfigError, StoreError
 from abharness.stores.base import WriteResult
 from abharness.stores.stream import encode_event, event_id
 
-__all__ = ["NatsStore", "NatsTarget", "parse_nats_url", "EventLoopThread"]
+__all__ = ["EventLoopThread", "NatsStore", "NatsTarget", "parse_nats_url"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,7 +106,7 @@ class EventLoopThread:
         if self.loop.is_running():
             try:
                 self.run(cancel_all(), 5.0)
-            except Exception:  # a loop that cannot even cancel is stopped below all the same
+            except Exception:  # noqa: BLE001, S110 - a loop that cannot even cancel is stopped below all the same
                 pass
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=5.0)
@@ -212,7 +211,7 @@ class NatsStore:
         if nc is not None:
             try:
                 self._io.run(nc.close(), 5.0)
-            except Exception:  # closing a connection to a dead server: nothing left to release
+            except Exception:  # noqa: BLE001, S110 - closing a connection to a dead server: nothing left to release
                 pass
         self._io.stop()
 

@@ -120,11 +120,11 @@ class NatsIngest:
             while not self._stop.is_set():
                 try:
                     msgs = await sub.fetch(self.batch, timeout=1.0)  # type: ignore[attr-defined]
-                except (NatsTimeout, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeout):
                     if self.max_idle_s is not None and time.monotonic() - last_message >= self.max_idle_s:
                         break
                     continue
-                except Exception as exc:  # server restarting: the client reconnects by itself
+                except Exception as exc:  # noqa: BLE001 - server restarting: the client reconnects by itself
                     log.warning("fetching from %s failed (%s); retrying", self.source_url, exc)
                     await asyncio.sleep(self.retry_s)
                     continue
@@ -143,7 +143,7 @@ class NatsIngest:
             try:
                 if msg.metadata.num_delivered > 1:
                     self.stats.redelivered += 1
-            except Exception:  # no JetStream metadata: not ours to judge, decode decides
+            except Exception:  # noqa: BLE001, S110 - no JetStream metadata: not ours to judge, decode decides
                 pass
             try:
                 events.append(decode_event(msg.data))
@@ -156,7 +156,7 @@ class NatsIngest:
         if events:
             try:
                 result = await asyncio.to_thread(self.store.write_batch, events)
-            except Exception as exc:  # store down: nothing acked, JetStream redelivers
+            except Exception as exc:  # noqa: BLE001 - store down: nothing acked, JetStream redelivers
                 self.stats.failed_batches += 1
                 log.warning("writing %d events to %s failed (%s); they will be redelivered", len(events),
                             getattr(self.store, "url", self.store), exc)

@@ -16,7 +16,7 @@ from abharness.core.events import AuditEntry, Click, Event, Feedback, Impression
 from abharness.stores.codec import audit_key
 from abharness.stores.spool import event_from_json, event_to_json
 
-__all__ = ["event_id", "encode_event", "decode_event"]
+__all__ = ["decode_event", "encode_event", "event_id"]
 
 
 def event_id(event: Event) -> str:

@@ -39,7 +39,7 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}/{stream}?subject={subject}{extra}"
 
     def start(self) -> None:
-        log = open(self.store_dir.parent / f"nats-{self.port}.log", "ab")
+        log = open(self.store_dir.parent / f"nats-{self.port}.log", "ab")  # noqa: SIM115 - the server's, kept open
         self.proc = subprocess.Popen([str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(self.port), "-js",
                                       "-sd", str(self.store_dir)], stdout=log, stderr=log)
         deadline = time.monotonic() + 10
@@ -59,19 +59,22 @@ class NatsServer:
 
 
 def start_ingest(source: str, to: str, *, durable: str = "it", batch: int = 100, ack_wait: float = 2.0,
-                 log: Path) -> subprocess.Popen[str]:
+                 max_idle: float | None = None, log: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    idle = ["--max-idle", str(max_idle)] if max_idle is not None else []
     return subprocess.Popen(
         [sys.executable, "-m", "abharness.cli.main", "ingest", "--from", source, "--to", to, "--durable", durable,
-         "--batch", str(batch), "--ack-wait", str(ack_wait), "--json"],
+         "--batch", str(batch), "--ack-wait", str(ack_wait), "--json", *idle],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=open(log, "a"), text=True,
     )
 
 
-def stop_ingest(proc: subprocess.Popen[str]) -> dict[str, float]:
-    """SIGTERM, wait, and return the counters it printed (it must exit 0)."""
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=20)
+def stop_ingest(proc: subprocess.Popen[str], *, signal_it: bool = True) -> dict[str, float]:
+    """SIGTERM (unless ``signal_it`` is False: it stops by itself after --max-idle), wait, and return the counters
+    it printed (it must exit 0)."""
+    if signal_it:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     return json.loads(out.strip().splitlines()[-1])
 
@@ -95,3 +98,28 @@ def impressions(db: Path) -> int:
             return int(con.execute("SELECT count(*) FROM impressions").fetchone()[0])
         except sqlite3.OperationalError:  # schema not created yet
             return 0
+
+
+def waiting_pulls(url: str, durable: str) -> int:
+    """Pull requests waiting on the durable consumer of ``url``'s stream (0 while it does not exist yet): how a
+    test knows that N ingest processes are up and fetching."""
+    import asyncio
+
+    import nats
+    from nats.js.errors import NotFoundError
+
+    from abharness.stores.nats import parse_nats_url
+
+    target = parse_nats_url(url)
+
+    async def ask() -> int:
+        nc = await nats.connect(servers=[target.server], connect_timeout=2, allow_reconnect=False)
+        try:
+            info = await nc.jetstream().consumer_info(target.stream, durable)
+            return int(info.num_waiting or 0)
+        except NotFoundError:
+            return 0
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())

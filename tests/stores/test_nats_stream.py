@@ -177,10 +177,8 @@ async def test_jetstream_restarted_under_load_queues_spools_and_accounts_for_eve
     finally:
         store.close()
     db = tmp_path / "events.db"
-    proc = start_ingest(url, f"sqlite:///{db}", batch=100, log=tmp_path / "ingest.log")
-    wait_until(lambda: impressions(db) >= len(ids) - s["spooled"], 25, "the ingest to catch up")
-    time.sleep(0.3)
-    stats = stop_ingest(proc)
+    proc = start_ingest(url, f"sqlite:///{db}", batch=100, max_idle=1.5, log=tmp_path / "ingest.log")
+    stats = await asyncio.to_thread(stop_ingest, proc, signal_it=False)  # drains the stream, then stops by itself
     sink = open_store(f"sqlite:///{db}")
     try:
         from_stream = sink.counts("exp1")["impressions"]
@@ -202,17 +200,21 @@ async def test_jetstream_restarted_under_load_queues_spools_and_accounts_for_eve
 @pytest.mark.slow
 def test_two_ingest_processes_share_one_durable_consumer(nats_server: NatsServer, store_url: str, tmp_path: Path,
                                                          capsys) -> None:
+    from abharness.testing.natsserver import waiting_pulls
+
     url = nats_server.url("SHARE", "share.events")
     total = 4000
+    sink = open_store(store_url)  # create the schema once, before two processes race to migrate it
+    procs = [start_ingest(url, store_url, durable="shared", batch=25, log=tmp_path / f"ingest{i}.log")
+             for i in range(2)]
+    # Both processes fetching before anything is published (on a loaded machine one could otherwise do it all).
+    wait_until(lambda: waiting_pulls(url, "shared") >= 2, 25, "both ingest processes to fetch", poll_s=0.2)
     pub = open_store(url)
     try:
         for start in range(0, total, 500):
             pub.write_batch([_imp(i) for i in range(start, start + 500)])
     finally:
         pub.close()
-    sink = open_store(store_url)  # create the schema once, before two processes race to migrate it
-    procs = [start_ingest(url, store_url, durable="shared", batch=25, log=tmp_path / f"ingest{i}.log")
-             for i in range(2)]
 
     def stored() -> int:
         return sink.counts("exp1")["impressions"]
