@@ -36,7 +36,7 @@ LAYERS: dict[str, int] = {
     "backends": 1,  # SearchBackend: local FAISS + encoder, remote index server, build_backends
     "index": 1,  # FAISS index files
     "encoders": 1,  # sentence-transformers / ONNX encoders, embedding cache, fingerprints
-    "stores": 1,  # EventStore: SQLite, PostgreSQL, the writer
+    "stores": 1,  # EventStore: SQLite, PostgreSQL, Parquet/DuckDB, Spark, JetStream; the writer and spool
     "observability": 1,  # Prometheus collectors (proxy metrics, experiment-statistics gauges)
     "data": 1,  # data set loaders and the downloader
     "config": 1,  # the experiment file (pydantic, at the boundary)

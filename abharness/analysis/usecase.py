@@ -131,7 +131,7 @@ def analyze(
             raise AnalysisError(f"the exclusion rules removed every unit of {experiment_id!r} "
                                 f"({[e.rule for e in exclusion.effects]}): loosen them")
         diagnostics.append("bot/outlier rules applied to the A/B comparison, SRM, CUPED, power and (rules 1-3) the "
-                           "interleaving test; the segment breakdown and time series read all units")
+                           "interleaving test and the looks of the time series; the segment breakdown reads all units")
     if table.rows == 0:
         return _interleaving_only(store, experiment_id, since, until, opts, inter, diagnostics)
 
