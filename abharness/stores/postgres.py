@@ -78,7 +78,7 @@ def redact(url: str) -> str:
     return f"postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
 
 
-class PostgresStore:
+class PostgresStore(rollup.RollupReads):
     """``EventStore`` on PostgreSQL. ``url`` is a libpq URL or conninfo string (``postgresql://user@host/db``)."""
 
     def __init__(
@@ -107,8 +107,6 @@ class PostgresStore:
         self.retry_initial_s = float(retry_initial_s)
         self.retry_max_s = float(retry_max_s)
         self._staged: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-        self._rollup_seen = False
-        self.rollup_enabled = True
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
@@ -362,15 +360,6 @@ class PostgresStore:
         params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
         sql = queries.to_pyformat(rollup.unit_rows_sql("postgresql", n_modes=len(modes)))
         return self._stream("aggregating units", sql, params)
-
-    def has_rollup(self) -> bool:
-        """Whether the schema has ``unit_rollup`` (version >= 5; a store opened without migrating may not) and
-        ``rollup_enabled`` is left True (set it False to make every read scan the raw rows, as before schema 5)."""
-        if not self.rollup_enabled:
-            return False
-        if not self._rollup_seen:
-            self._rollup_seen = self.schema_version() >= rollup.SCHEMA_VERSION
-        return self._rollup_seen
 
     def has_impressions(
         self, experiment_id: str, *, since: float | None = None, until: float | None = None,

@@ -490,3 +490,26 @@ def rows_to_moments(rows: Sequence[Sequence[Any]], *, n_cuts: int, n_fields: int
             looks.append((chunk[0], chunk[1:1 + n_fields], chunk[1 + n_fields:]))
         out[row[0]] = looks
     return out
+
+
+class RollupReads:
+    """Shared by the SQL stores: whether reads may use the rollup tables (``has_rollup``).
+
+    ``rollup_enabled`` (default True) can be set False to make every read scan the raw rows, as before schema 5;
+    the schema check runs once and is remembered. Subclasses provide ``schema_version()``.
+    """
+
+    rollup_enabled: bool = True
+    _rollup_seen: bool = False
+
+    def schema_version(self) -> int:  # pragma: no cover - provided by the store
+        raise NotImplementedError
+
+    def has_rollup(self) -> bool:
+        """Whether the schema has ``unit_rollup`` (version >= 5; a store opened without migrating may not) and
+        ``rollup_enabled`` is left True."""
+        if not self.rollup_enabled:
+            return False
+        if not self._rollup_seen:
+            self._rollup_seen = self.schema_version() >= SCHEMA_VERSION
+        return self._rollup_seen

@@ -110,7 +110,7 @@ _FINGERPRINTS = rollup.fingerprint_statement("sqlite")
 _EXISTING = "SELECT impression_id FROM impressions WHERE impression_id IN (SELECT value FROM json_each(?))"
 
 
-class SQLiteStore:
+class SQLiteStore(rollup.RollupReads):
     """``EventStore`` on a SQLite file (``path``) or ``":memory:"``.
 
     Call ``migrate()`` before use (``open_store`` does). Writes are atomic per batch and ignore duplicates by key.
@@ -124,8 +124,6 @@ class SQLiteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._closed = False
-        self._rollup_seen = False
-        self.rollup_enabled = True
         self._identity: tuple[int, int] | None = None
         self._broken: str | None = None
         self._shm_broken = False
@@ -402,15 +400,6 @@ class SQLiteStore:
         params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
         sql = rollup.unit_rows_sql("sqlite", n_modes=len(modes))
         return self._stream(sql, params)
-
-    def has_rollup(self) -> bool:
-        """Whether the schema has ``unit_rollup`` (version >= 5; a store opened without migrating may not) and
-        ``rollup_enabled`` is left True (set it False to make every read scan the raw rows, as before schema 5)."""
-        if not self.rollup_enabled:
-            return False
-        if not self._rollup_seen:
-            self._rollup_seen = self.schema_version() >= rollup.SCHEMA_VERSION
-        return self._rollup_seen
 
     def has_impressions(
         self, experiment_id: str, *, since: float | None = None, until: float | None = None,
