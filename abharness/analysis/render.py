@@ -100,6 +100,10 @@ def render_report(report: AnalysisReport, console: Console) -> None:
                       f"{report.srm.message}", highlight=False)
     if report.exclusions is not None:
         _render_exclusions(report.exclusions, console)
+    if report.layered is not None:
+        from abharness.analysis.render_layered import render_layered
+
+        render_layered(report.layered, console, report.alpha)
     for t, comps in report.by_treatment.items():
         for table in _metric_table(f"{t} vs {report.control} (primary {report.primary})", comps, report.alpha):
             console.print(table)

@@ -167,6 +167,7 @@ class AnalysisReport:
     traffic: tuple[TrafficBucket, ...] = ()
     traffic_bucket_s: float = 86_400.0
     exclusions: Any = None  # abharness.analysis.exclusions.ExclusionSummary when rules were applied
+    layered: Any = None  # abharness.analysis.interaction.LayeredSummary for an experiment of a layered file
 
     @property
     def exit_code(self) -> int:

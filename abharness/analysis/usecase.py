@@ -25,6 +25,7 @@ from abharness.analysis.loading import (
     moments_for,
     with_covariates,
 )
+from abharness.analysis.layered import arms_view
 from abharness.analysis.options import AnalysisOptions
 from abharness.analysis.report import AnalysisReport, CupedSummary, PowerSummary
 from abharness.analysis.sections import cumulative_timeseries, segment_breakdown, traffic_buckets
@@ -99,7 +100,8 @@ def analyze(
     from it). ``progress`` receives short stage descriptions.
     """
     say = progress or (lambda _msg: None)
-    opts = (options or AnalysisOptions()).with_config(config).validated()
+    view = arms_view(config, experiment_id)  # an experiment of a layered file: its own arms and weights
+    opts = (options or AnalysisOptions()).with_config(view if view is not None else config).validated()
     names = parse_online_metrics(metrics)
     if opts.primary not in names:
         names = (opts.primary, *names)
@@ -218,6 +220,13 @@ def analyze(
     traffic, bucket_s = traffic_buckets(store, experiment_id, since=since, until=until, first_ts=logged.first_ts,
                                         arm=logged.arm)
 
+    layered = None
+    if view is not None:  # layered file: the experiment's place in it and the interaction diagnostic
+        from abharness.analysis.interaction import layered_summary
+
+        layered = layered_summary(store, config, view, table, metric=opts.primary, since=since, until=until,
+                                  aggregation=opts.aggregation, alpha=opts.alpha, progress=say)
+
     # 5. one decision (none across a redeploy of an arm inside the window)
     decision = decide(srm_alarm=srm.alarm, srm_message=srm.message,
                       primary=[by_treatment[t][opts.primary] for t in treatments],
@@ -232,7 +241,7 @@ def analyze(
         by_treatment=by_treatment, primary=opts.primary, power=power, cuped=cuped, interleaving=interleaving,
         segments=segments, timeseries=timeseries, decision=decision.decision, reasons=decision.reasons,
         basis=opts.basis, alpha=opts.alpha, diagnostics=tuple(dict.fromkeys(diagnostics)), traffic=traffic,
-        traffic_bucket_s=bucket_s, exclusions=exclusion,
+        traffic_bucket_s=bucket_s, exclusions=exclusion, layered=layered,
     )
 
 

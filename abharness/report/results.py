@@ -109,6 +109,26 @@ def _exclusions_view(ex: Any) -> dict[str, Any]:
             "notes": notes, "figure": figures.exclusions_figure(ex["effects"], arms) if ex["effects"] else None}
 
 
+def _layered_view(lay: Mapping[str, Any], alpha: float) -> dict[str, Any]:
+    """The layered section: where the experiment sits (or what the holdout measures) and the interaction tests."""
+    exp = lay["experiment"]
+    if exp.get("holdout"):
+        headline = f"{exp['experiment_id']}: {exp['label']}; expected shares {exp['weights']}"
+    else:
+        headline = (f"experiment of layer {exp['layer']!r}; weights {exp['weights']} within its enrolled population "
+                    "(the sample ratio check is computed there)"
+                    + (f"; targeting {exp['targeting']}" if exp.get("targeting") else ""))
+    rows = []
+    for r in lay.get("interactions") or []:
+        c = r["check"]
+        rows.append([f"{r['experiment_a']} ({r['layer_a']})", f"{r['a_treatment']} vs {r['a_control']}",
+                     fmt_num(c["effect_b_in_a_control"], "+.4g"), fmt_num(c["effect_b_in_a_treatment"], "+.4g"),
+                     fmt_num(c["interaction"], "+.4g"), _ci(c["lower"], c["upper"]), fmt_p(c["p_value"]),
+                     fmt_p(r.get("p_holm")), {"badge": "alarm" if c["alarm"] else "pass"}])
+    return {"headline": headline, "rows": rows, "notes": list(lay.get("notes") or []),
+            "alarm": any(r["check"]["alarm"] for r in lay.get("interactions") or []), "level": f"{1 - alpha:.0%}"}
+
+
 def _cell(v: Any) -> str:
     if isinstance(v, float):
         return fmt_num(v)
@@ -216,6 +236,7 @@ def results_context(report: Mapping[str, Any], *, offline: Sequence[Mapping[str,
                          for s in segments if primary in s["metrics"]],
         "segment_figure": figures.segment_figure(segments, primary, alpha) if segments else None,
         "exclusions": _exclusions_view(d["exclusions"]) if d.get("exclusions") else None,
+        "layered": _layered_view(d["layered"], alpha) if d.get("layered") else None,
         "offline": list(offline),
         "diagnostics": list(d.get("diagnostics") or []),
         "live": live,
@@ -225,7 +246,7 @@ def results_context(report: Mapping[str, Any], *, offline: Sequence[Mapping[str,
         ("guardrails", "Guardrails", bool(guardrails)), ("over-time", "Over time", bool(d.get("timeseries"))),
         ("traffic", "Traffic", bool(d.get("traffic"))), ("power", "Power", bool(d.get("power"))),
         ("interleaving", "Interleaving", bool(interleaving)), ("segments", "Segments", bool(segments)),
-        ("exclusions", "Excluded units", bool(d.get("exclusions"))), ("offline", "Offline evidence", bool(offline)),
+        ("exclusions", "Excluded units", bool(d.get("exclusions"))), ("layers", "Layers", bool(d.get("layered"))), ("offline", "Offline evidence", bool(offline)),
         ("live", "Allocation & audit", live is not None)) if show]
     return ctx
 
