@@ -44,7 +44,7 @@ from abharness.simulate.sensitivity import draw_unit_queries
 
 __all__ = ["SciFactLists", "scifact_lists", "sim_config", "SimSpec", "sim_config_dict", "Traffic", "simulate_traffic",
            "planted_effects", "write_traffic", "LOCALES", "DEPTH", "Recovered", "ANALYSED", "analyse_store", "run",
-           "effects_table", "click_probabilities", "interaction_in_memory"]
+           "effects_table", "click_probabilities", "interaction_in_memory", "toy_lists"]
 
 DEPTH = 12  # the largest k any arm shows
 LOCALES = (("en", 0.6), ("de", 0.25), ("fr", 0.15))
@@ -78,6 +78,19 @@ def scifact_lists(scifact_dir: Path, *, split: str = "test", zipf_s: float = 1.0
     docs = tuple(tuple(doc_ids[j] for j in row) for row in top)
     grades = np.stack([pool.grades(qid, list(ds_), DEPTH) for qid, ds_ in zip(pool.query_ids, docs)])
     return SciFactLists(pool, docs, np.maximum(grades, 0))
+
+
+def toy_lists(n_queries: int = 40, seed: int = 0) -> SciFactLists:
+    """A synthetic stand-in for ``scifact_lists`` (binary grades, relevance thinning with rank) for fast tests."""
+    rng = np.random.default_rng(seed)
+    queries = {f"q{i}": f"query {i}" for i in range(n_queries)}
+    docs = tuple(tuple(f"d{i}-{r}" for r in range(DEPTH)) for i in range(n_queries))
+    grades = (rng.random((n_queries, DEPTH)) < np.linspace(0.6, 0.1, DEPTH)).astype(np.int64)
+    grades[:, 0] = 1
+    qrels = {f"q{i}": {docs[i][r]: 1 for r in range(DEPTH) if grades[i, r]} for i in range(n_queries)}
+    pool = QueryPool.from_mappings(queries, qrels, seed=seed)
+    order = [int(q[1:]) for q in pool.query_ids]
+    return SciFactLists(pool, tuple(docs[i] for i in order), grades[order])
 
 
 def sim_config_dict(*, holdout_share: float = 0.05) -> dict[str, Any]:

@@ -23,27 +23,12 @@ from abharness.core.stats.interaction import interaction_check
 from abharness.core.stats.metrics import BASE_COLUMNS, ONLINE_METRICS
 from abharness.core.stats.moments import Moments
 from abharness.errors import AnalysisError, ConfigError
-from abharness.simulate.layered import (
-    DEPTH, SciFactLists, SimSpec, sim_config, sim_config_dict, simulate_traffic, write_traffic,
-)
-from abharness.simulate.population import QueryPool
+from abharness.simulate.layered import SimSpec, sim_config, sim_config_dict, simulate_traffic, toy_lists, write_traffic
 from abharness.stores import open_store
 from abharness.testing.configs import make_config
 
 OPTS = AnalysisOptions(primary="clicks_per_query", basis="fixed", bootstrap_samples=0, cuped=False,
                        timeseries_points=0)
-
-
-def toy_lists(n_queries: int = 40, seed: int = 0) -> SciFactLists:
-    rng = np.random.default_rng(seed)
-    queries = {f"q{i}": f"query {i}" for i in range(n_queries)}
-    docs = tuple(tuple(f"d{i}-{r}" for r in range(DEPTH)) for i in range(n_queries))
-    grades = (rng.random((n_queries, DEPTH)) < np.linspace(0.6, 0.1, DEPTH)).astype(np.int64)
-    grades[:, 0] = 1
-    qrels = {f"q{i}": {docs[i][r]: 1 for r in range(DEPTH) if grades[i, r]} for i in range(n_queries)}
-    pool = QueryPool.from_mappings(queries, qrels, seed=seed)
-    order = [int(q[1:]) for q in pool.query_ids]
-    return SciFactLists(pool, tuple(docs[i] for i in order), grades[order])
 
 
 @pytest.fixture(scope="module")
