@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from abharness.analysis.layered import ArmsView, arms_view
+from abharness.analysis.layered import ArmsView, arms_view, layered_experiments
 from abharness.analysis.loading import UnitTable, load_units
 from abharness.core.stats.interaction import INTERACTION_ALARM_P, InteractionCheck, interaction_check
 from abharness.core.stats.metrics import BASE_COLUMNS, ONLINE_METRICS
@@ -134,7 +134,7 @@ def interaction_rows(
 def layered_summary(
     store: EventStore, config: Any, view: ArmsView, table: UnitTable, *, metric: str, since: float | None,
     until: float | None, aggregation: str = "rollup", alpha: float = 0.05,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, audit: Callable[[], Sequence[Any]] | None = None,
 ) -> LayeredSummary:
     """The layered section of a report: the experiment's place in the file and its interaction diagnostic.
 
@@ -144,21 +144,16 @@ def layered_summary(
     if view.holdout:
         return LayeredSummary(view.summary(), (), ("the holdout compares units that see only the defaults of every "
                                                    "layer with everyone else: no interaction check applies",))
-    design = config.design()
     present = set(store.experiments())
     others: list[tuple[ArmsView, UnitTable]] = []
-    for la in design.layers:
-        if la.name == view.layer:
+    for layer, eid in layered_experiments(config, audit):
+        if layer == view.layer or eid not in present:
             continue
-        for exp in la.experiments:
-            if exp.experiment_id not in present:
-                continue
-            va = arms_view(config, exp.experiment_id)
-            if va is None or not va.treatments:
-                continue
-            say(f"interaction check: reading the units of {exp.experiment_id!r}")
-            others.append((va, load_units(store, exp.experiment_id, since=since, until=until,
-                                          aggregation=aggregation)))
+        va = arms_view(config, eid, audit)
+        if va is None or not va.treatments:
+            continue
+        say(f"interaction check: reading the units of {eid!r}")
+        others.append((va, load_units(store, eid, since=since, until=until, aggregation=aggregation)))
     rows, notes = interaction_rows(table, view, others, metric=metric, alpha=alpha)
     if rows:
         n = len(rows)

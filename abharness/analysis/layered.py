@@ -17,7 +17,7 @@ unchanged statistics; what changes is where its control arm and allocation come 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from abharness.config_layers import MAIN_LAYER
 from abharness.core.assignment import BUCKETS
 from abharness.errors import ConfigError
 
-__all__ = ["ArmsView", "arms_view", "holdout_id", "is_layered_config", "HOLDOUT_ARM", "REST_ARM", "HOLDOUT_LABEL"]
+__all__ = ["ArmsView", "arms_view", "created_experiments", "layered_experiments", "holdout_id", "is_layered_config", "HOLDOUT_ARM", "REST_ARM", "HOLDOUT_LABEL"]
 
 HOLDOUT_ARM = "holdout"
 REST_ARM = "rest"
@@ -80,10 +80,52 @@ def holdout_id(config: Any) -> str | None:
     return None if h is None else str(getattr(h, "id", None) or _DEFAULT_HOLDOUT_ID)
 
 
-def arms_view(config: Any, experiment_id: str) -> ArmsView | None:
+def created_experiments(config: Any, audit: Callable[[], Sequence[Any]] | None) -> dict[str, tuple[str, Any]]:
+    """Experiments created through the admin API (``experiment_create`` audit entries, written under the file's
+    top-level experiment id): experiment id -> (layer name, its ``LayerExperiment``). Unreadable entries are
+    skipped (the proxy skipped them too)."""
+    if audit is None:
+        return {}
+    from abharness import config_layers
+    from abharness.config_layers import LayerExperimentConfig
+
+    # experiment_of is public once the layered proxy lands (issue 16); _experiment is its name before that
+    experiment_of = getattr(config_layers, "experiment_of", None) or config_layers._experiment
+
+    try:
+        entries = list(audit())
+    except Exception:  # noqa: BLE001 - the audit log is optional evidence; the file's experiments still analyse
+        return {}
+    salts = {MAIN_LAYER: config.layer_salt or f"{config.salt}/layer", **{la.name: la.salt for la in config.layers}}
+    out: dict[str, tuple[str, Any]] = {}
+    for e in entries:
+        if getattr(e, "action", None) != "experiment_create":
+            continue
+        p = e.payload
+        try:
+            eid, layer = str(p["experiment_id"]), str(p["layer"])
+            spec = LayerExperimentConfig.model_validate({**p["spec"], "experiment_id": eid, "status": "running"})
+            out.setdefault(eid, (layer, experiment_of(spec, salts[layer])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def layered_experiments(config: Any, audit: Callable[[], Sequence[Any]] | None = None) -> list[tuple[str, str]]:
+    """(layer, experiment id) of every experiment of the file and every one created through the admin API."""
+    design = config.design()
+    out = [(la.name, e.experiment_id) for la in design.layers for e in la.experiments]
+    known = {eid for _, eid in out}
+    out += [(layer, eid) for eid, (layer, _) in created_experiments(config, audit).items() if eid not in known]
+    return out
+
+
+def arms_view(config: Any, experiment_id: str,
+              audit: Callable[[], Sequence[Any]] | None = None) -> ArmsView | None:
     """The arms of ``experiment_id`` in a layered file; None for a single-experiment file (nothing changes).
 
-    Raises ``ConfigError`` naming the known experiment ids when the file has no such experiment.
+    ``audit`` (e.g. ``lambda: store.audit_log(config.experiment_id)``) adds the experiments created through the
+    admin API. Raises ``ConfigError`` naming the known experiment ids when there is no such experiment.
     """
     if not is_layered_config(config):
         return None
@@ -97,15 +139,20 @@ def arms_view(config: Any, experiment_id: str) -> ArmsView | None:
     design = config.design()
     try:
         layer, exp = design.experiment(experiment_id)
+        layer_name = layer.name
     except KeyError:
-        known = [e.experiment_id for la in design.layers for e in la.experiments] + ([hid] if hid else [])
-        raise ConfigError(f"experiment {experiment_id!r} is not in the experiment file; its experiments are "
-                          f"{known}: check --experiment or --config") from None
+        created = created_experiments(config, audit)
+        if experiment_id not in created:
+            known = [e.experiment_id for la in design.layers for e in la.experiments] + list(created) + (
+                [hid] if hid else [])
+            raise ConfigError(f"experiment {experiment_id!r} is not in the experiment file nor created through the "
+                              f"admin API; its experiments are {known}: check --experiment or --config") from None
+        layer_name, exp = created[experiment_id]
     weights = {a.name: float(exp.weights[a.name]) for a in exp.arms}
-    label = "" if layer.name == MAIN_LAYER and experiment_id == config.experiment_id else (
-        f"experiment of layer {layer.name!r}")
+    label = "" if layer_name == MAIN_LAYER and experiment_id == config.experiment_id else (
+        f"experiment of layer {layer_name!r}")
     return ArmsView(
-        experiment_id, layer.name, exp.control.name, weights, {a.name: a.role for a in exp.arms},
+        experiment_id, layer_name, exp.control.name, weights, {a.name: a.role for a in exp.arms},
         params={a.name: dict(a.params) for a in exp.arms}, label=label, exclusions=exclusions,
         status=exp.status, targeting={c.key: tuple(sorted(c.values)) for c in exp.targeting}, share=exp.share,
     )

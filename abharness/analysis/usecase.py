@@ -100,7 +100,8 @@ def analyze(
     from it). ``progress`` receives short stage descriptions.
     """
     say = progress or (lambda _msg: None)
-    view = arms_view(config, experiment_id)  # an experiment of a layered file: its own arms and weights
+    audit = (lambda: store.audit_log(config.experiment_id)) if config is not None else None
+    view = arms_view(config, experiment_id, audit)  # an experiment of a layered file: its own arms and weights
     opts = (options or AnalysisOptions()).with_config(view if view is not None else config).validated()
     names = parse_online_metrics(metrics)
     if opts.primary not in names:
@@ -225,7 +226,7 @@ def analyze(
         from abharness.analysis.interaction import layered_summary
 
         layered = layered_summary(store, config, view, table, metric=opts.primary, since=since, until=until,
-                                  aggregation=opts.aggregation, alpha=opts.alpha, progress=say)
+                                  aggregation=opts.aggregation, alpha=opts.alpha, progress=say, audit=audit)
 
     # 5. one decision (none across a redeploy of an arm inside the window)
     decision = decide(srm_alarm=srm.alarm, srm_message=srm.message,

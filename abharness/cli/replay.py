@@ -66,18 +66,22 @@ def replay_command(
         if config is not None:
             from abharness.backends.factory import build_backends
             from abharness.config import load_config
+            from abharness.replay.layered import replay_arms
 
             cfg = load_config(config, insecure_dev=True)
-            control, treatment = cfg.control, cfg.treatments[0]
-            backends = build_backends(cfg)
+            chosen = replay_arms(cfg, experiment, lambda: st.audit_log(cfg.experiment_id))  # layered: by experiment
+            control, treatment = chosen.control, chosen.treatment
+            backends = build_backends(cfg)  # closed below; an arm of a main-layer experiment uses its backend's
+            by_arm = {arm: backends[name] for arm, name in chosen.backend_of.items() if name in backends}
         else:
             from abharness.backends.local import open_local_backend
 
             control, treatment = arms[0][0], arms[1][0]
             for name, index, model in arms:
                 backends[name] = open_local_backend(index, model)
+            by_arm = backends
         with err.status("replaying…") as status:
-            report = replay(st, experiment, backends, control=control, treatment=treatment,
+            report = replay(st, experiment, by_arm, control=control, treatment=treatment,
                             since=parse_time(since, "--since"), until=parse_time(until, "--until"),
                             sample=sample, qrels=q, query_ids=ids, allow_new_versions=allow_new_versions,
                             seed=seed, progress=lambda m: status.update(m))
