@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LayerArmConfig", "LayerExperimentConfig", "LayerConfig", "HoldoutConfig", "MAIN_LAYER", "design_of",
-    "refuse_unserved",
+    "refuse_unserved", "is_layered", "experiment_of", "SERVED_PARAMS",
 ]
 
 MAIN_LAYER = "main"
@@ -97,11 +97,20 @@ class LayerConfig(_Strict):
 class HoldoutConfig(_Strict):
     """A global holdout: a fixed share of units that sees only control of every experiment."""
 
+    id: str = Field("holdout", description="the pseudo-experiment its rows are logged in (arm 'holdout', role "
+                    "control, for held-out units; arm 'rest', role treatment, for everyone else); not an "
+                    "experiment id of the file")
     salt: str = Field(min_length=1, description="keep it for the life of the holdout (months)")
     share: float = Field(ge=0.0, lt=1.0, description="e.g. 0.05")
 
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return _check_name(v, "holdout id")
 
-def _experiment(cfg: LayerExperimentConfig, layer_salt: str) -> LayerExperiment:
+
+def experiment_of(cfg: LayerExperimentConfig, layer_salt: str) -> LayerExperiment:
+    """The pure experiment of one ``layers:`` entry (its arm-split salt defaults to ``<layer salt>/<id>``)."""
     targeting = tuple(
         Condition.member(k, v) if isinstance(v, list) else Condition.equals(k, v) for k, v in cfg.targeting.items()
     )
@@ -153,7 +162,7 @@ def design_of(config: ExperimentConfig) -> Design:
                         if backend not in arm_names:
                             raise ValueError(f"arm {arm.name!r} of {exp.experiment_id!r}: params.backend "
                                              f"{backend!r} is not a top-level arm; expected one of {arm_names}")
-                main_exps += [_experiment(e, layer_salt) for e in lc.experiments]
+                main_exps += [experiment_of(e, layer_salt) for e in lc.experiments]
                 continue
             foreign = sorted(set(lc.defaults) - set(lc.owns))
             if foreign:
@@ -169,26 +178,50 @@ def design_of(config: ExperimentConfig) -> Design:
             if missing:
                 raise ValueError(f"owns {missing} without a default; add defaults: {{{missing[0]}: ...}}")
             defaults.update(lc.defaults)
-            layers.append(Layer(lc.name, lc.salt, frozenset(lc.owns), tuple(_experiment(e, lc.salt)
+            layers.append(Layer(lc.name, lc.salt, frozenset(lc.owns), tuple(experiment_of(e, lc.salt)
                                                                             for e in lc.experiments)))
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
     main = Layer(MAIN_LAYER, layer_salt, frozenset({"backend"}), tuple(main_exps))
     holdout = Holdout(config.holdout.salt, config.holdout.share) if config.holdout else None
+    if config.holdout is not None:
+        ids = {e.experiment_id for la in (main, *layers) for e in la.experiments}
+        if config.holdout.id in ids:
+            raise ValueError(f"holdout.id {config.holdout.id!r} is also an experiment id; the holdout's rows are "
+                             "logged under its id, so give it another (e.g. holdout: {id: holdout-2026, ...})")
     return Design([main, *layers], holdout=holdout, defaults=defaults)
 
 
-def refuse_unserved(config: ExperimentConfig) -> None:
-    """Refuse, before a port is bound, a file whose layered parts the proxy does not serve yet.
+def is_layered(config: ExperimentConfig) -> bool:
+    """True when the file uses ``layers:``, ``holdout:`` or a partial ``buckets`` (served by
+    ``abharness.serve.layered``); False for a single-experiment file, which is served exactly as before."""
+    return bool(config.layers) or config.holdout is not None or tuple(config.buckets) != (0, BUCKETS)
 
-    ``layers:``, ``holdout:`` and a partial ``buckets`` are validated and build a ``Design``, but the proxy still
-    routes and logs only the top-level experiment (issue 16 is open: per-impression enrollments, the schema for
-    them and the per-experiment analysis are not built). Serving such a file would silently ignore them.
+
+#: Parameters the proxy acts on. Another owned parameter (a rerank flag, a query rewrite) would be assigned and
+#: logged but change nothing, so ``refuse_unserved`` refuses it until the proxy wires it.
+SERVED_PARAMS = frozenset({"backend", "k"})
+
+
+def refuse_unserved(config: ExperimentConfig) -> None:
+    """Refuse, before a port is bound, the layered parts the proxy cannot serve (one line naming the fix).
+
+    The proxy serves layers, the holdout, targeting and lifecycle (``abharness.serve.layered``) in ``mode: ab``;
+    interleaving and shadow rankings compare two fixed arms and are not defined per layer. It acts on the
+    parameters in ``SERVED_PARAMS``: a layer owning anything else would log arms that change nothing.
     """
-    unserved = [name for name, used in (("layers", bool(config.layers)), ("holdout", config.holdout is not None),
-                                        ("buckets", tuple(config.buckets) != (0, BUCKETS))) if used]
-    if unserved:
+    if not is_layered(config):
+        return
+    if config.mode != "ab":
         raise ConfigError(
-            f"{', '.join(unserved)}: several experiments at once are validated but not served yet (the proxy routes "
-            "and logs only the top-level experiment); remove them from the file to serve (docs/proxy.md)"
+            f"mode: {config.mode!r} with layers/holdout/buckets; several experiments at once are served in mode ab "
+            "only; set mode: ab or remove layers, holdout and buckets"
         )
+    for lc in config.layers:
+        idle = sorted(set(lc.owns) - SERVED_PARAMS)
+        if idle:
+            raise ConfigError(
+                f"layers: layer {lc.name!r} owns {idle}, which the proxy does not act on (it acts on "
+                f"{sorted(SERVED_PARAMS)}); its arms would be logged but change nothing: remove the layer or its "
+                "parameter"
+            )

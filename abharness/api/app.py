@@ -34,6 +34,7 @@ from abharness.api.routes import RequestError, router
 from abharness.backends.base import SearchBackend
 from abharness.backends.factory import UnavailableBackend, build_backends, open_arm_backend
 from abharness.config import ExperimentConfig
+from abharness.config_layers import refuse_unserved
 from abharness.core.tokens import InvalidToken
 from abharness.errors import AbharnessError, BackendError, ConfigError, StoreError, TokenError
 from abharness.observability.metrics import ProxyMetrics, WriterStats
@@ -251,6 +252,7 @@ def create_app(
     opens ``config.store_url``, starts an ``EventWriter`` and opens each arm's backend."""
     if not isinstance(config, ExperimentConfig):
         raise ConfigError(f"create_app needs an ExperimentConfig (see abharness.config.load_config), got {type(config)}")
+    refuse_unserved(config)
     registry = registry if registry is not None else CollectorRegistry()
     metrics = ProxyMetrics(registry)
     if config.token_secret is not None and config.token_secret.get_secret_value():

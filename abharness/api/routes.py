@@ -160,6 +160,7 @@ async def search(body: SearchRequest, request: Request, response: Response, serv
         offset=out.offset,
         has_more=out.has_more,
         page_token=out.page_token,
+        experiments=dict(out.enrollments) if service.layered is not None else None,
     )
 
 

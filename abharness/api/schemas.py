@@ -77,6 +77,9 @@ class SearchResponse(BaseModel):
     offset: int = Field(0, description="absolute offset of this page; positions are absolute (offset + 1, ...)")
     has_more: bool = Field(False, description="a next page may have results")
     page_token: str | None = Field(None, description="send it with the next page's request")
+    experiments: dict[str, str] | None = Field(
+        None, description="a layered experiment file only: experiment id -> the unit's arm, for every experiment this "
+        "search was logged in (including the holdout's pseudo-experiment)")
 
 
 class ClickRequest(_Body):

@@ -39,7 +39,7 @@ Lifecycle
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from abharness.core.assignment import BUCKETS, Allocation, allocation, bucket
@@ -54,10 +54,21 @@ __all__ = [
     "Assignment",
     "Design",
     "STATUSES",
+    "TRANSITIONS",
+    "evolve",
+    "row_impression_id",
 ]
 
 Status = Literal["draft", "running", "stopped", "launched"]
 STATUSES: tuple[str, ...] = ("draft", "running", "stopped", "launched")
+#: Lifecycle moves (status -> statuses it may go to). A stopped experiment never runs again: its salt would put the
+#: same units back in the same arms after a gap, which no analysis window expects; start a new experiment instead.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "draft": ("running",),
+    "running": ("stopped", "launched"),
+    "stopped": ("launched",),
+    "launched": (),
+}
 Scalar = str | int | float | bool
 
 
@@ -322,3 +333,51 @@ class Design:
             out.append(Enrollment(la.name, exp.experiment_id, arm.name, arm.role))
             params.update(arm.params)
         return Assignment(tuple(out), False, params)
+
+
+def row_impression_id(base_id: str, experiment_id: str, main_experiment_id: str) -> str:
+    """The impression id of a layered search's row in ``experiment_id``.
+
+    A layered search logs one row per experiment the unit is in; the top-level (main) experiment's row keeps the
+    search's ``base_id``, every other row is ``"<base_id>~<experiment_id>"`` (``~`` is not allowed in experiment
+    ids, so the two parts always split apart again).
+    """
+    return base_id if experiment_id == main_experiment_id else f"{base_id}~{experiment_id}"
+
+
+def evolve(
+    design: Design,
+    *,
+    status: Mapping[str, tuple[Status, str | None]] | None = None,
+    added: Iterable[tuple[str, LayerExperiment]] = (),
+    weights: Mapping[str, Mapping[str, float]] | None = None,
+) -> Design:
+    """A new ``Design`` with lifecycle changes applied; raises ``ValueError`` naming what breaks a rule.
+
+    ``status``: experiment id -> (new status, launched arm or None); ``added``: (layer name, experiment) pairs, new
+    experiments appended to their layer; ``weights``: experiment id -> new arm weights (a ramp). Every rule of the
+    constructors is checked again (disjoint ranges, owned parameters, one launched arm per parameter).
+    """
+    status = dict(status or {})
+    weights = dict(weights or {})
+    added = list(added)
+    names = {la.name for la in design.layers}
+    for layer_name, exp in added:
+        if layer_name not in names:
+            raise ValueError(f"no layer {layer_name!r} for experiment {exp.experiment_id!r}; layers: {sorted(names)}")
+    known = {e.experiment_id for la in design.layers for e in la.experiments} | {e.experiment_id for _, e in added}
+    unknown = sorted((set(status) | set(weights)) - known)
+    if unknown:
+        raise ValueError(f"no experiment {unknown}; known: {sorted(known)}")
+    layers = []
+    for la in design.layers:
+        exps = []
+        for e in (*la.experiments, *(e for name, e in added if name == la.name)):
+            if e.experiment_id in status:
+                new, arm = status[e.experiment_id]
+                e = replace(e, status=new, launched_arm=arm)
+            if e.experiment_id in weights:
+                e = replace(e, weights=dict(weights[e.experiment_id]))
+            exps.append(e)
+        layers.append(replace(la, experiments=tuple(exps)))
+    return Design(layers, holdout=design.holdout, defaults=design.defaults)

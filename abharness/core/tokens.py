@@ -8,6 +8,11 @@ while its impression is still in the writer queue.
 
 Format: ``base64url(json payload) "." base64url(HMAC-SHA256(secret, base64url(json payload)))``.
 
+A layered search (``abharness.serve.layered``) logs one impression row per experiment the unit is enrolled in; its
+token also carries those ``enrollments`` as ``(experiment_id, arm)`` pairs (payload key ``n``), so a click is credited
+to each row without trusting the client. Tokens without ``n`` (every token issued before, and every token of a
+single-experiment file) verify as before and credit one row: ``impression_id`` in ``experiment_id``/``arm``.
+
 Rejection reasons (a bounded set, used as the ``reason`` label of ``abharness_clicks_rejected_total``):
 ``forged`` (malformed or bad signature), ``expired``, ``mismatch`` (other experiment, or the doc was shown at a
 different position), ``unknown_doc`` (the doc was not in the impression).
@@ -52,6 +57,8 @@ class ImpressionClaims:
     expires_at: float
     doc_ids: tuple[str, ...]
     teams: tuple[str | None, ...]
+    enrollments: tuple[tuple[str, str], ...] = ()
+    """Layered searches only: ``(experiment_id, arm)`` of every row the impression was logged as."""
 
 
 def _b64e(raw: bytes) -> str:
@@ -84,6 +91,8 @@ def sign(claims: ImpressionClaims, secret: bytes) -> str:
         "d": list(claims.doc_ids),
         "g": list(claims.teams),
     }
+    if claims.enrollments:
+        payload["n"] = [list(pair) for pair in claims.enrollments]
     body = _b64e(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     return f"{body}.{_mac(secret, body)}"
 
@@ -119,6 +128,7 @@ def verify(token: str, secret: bytes, *, now: float, experiment_id: str | None =
             expires_at=float(p["x"]),
             doc_ids=tuple(str(d) for d in p["d"]),
             teams=tuple(None if g is None else str(g) for g in p["g"]),
+            enrollments=tuple((str(e), str(a)) for e, a in p.get("n", ())),
         )
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:  # signed but unreadable: a key shared with another program
         raise InvalidToken("forged", f"impression_token payload is unreadable ({type(exc).__name__})") from exc

@@ -21,13 +21,16 @@ import anyio.to_thread
 
 from abharness.backends.base import SearchBackend
 from abharness.config import ExperimentConfig
+from abharness.config_layers import is_layered
 from abharness.core.assignment import assign
 from abharness.core.events import AuditEntry, Click, Event, Feedback, Impression, ShownResult
 from abharness.core.hits import Hit
 from abharness.core.paging import PageState, ab_page, interleaved_page, query_digest, sign_page
+from abharness.core.layers import row_impression_id
 from abharness.core.tokens import ImpressionClaims, InvalidToken, check_click, sign, verify
 from abharness.errors import BackendError, StoreError
 from abharness.observability.metrics import ProxyMetrics
+from abharness.serve.layered import LayeredRouter, Routed
 from abharness.serve.state import ExperimentState
 from abharness.stores.base import EventStore
 
@@ -65,6 +68,7 @@ class SearchOutcome:
     offset: int = 0
     has_more: bool = False
     page_token: str | None = None
+    enrollments: tuple[tuple[str, str], ...] = ()  # a layered search: (experiment_id, arm) of each row logged
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,8 @@ class ProxyService:
         self._started_at = clock()
         self._last_readiness_details: dict[str, str] = {}
         self._fallback_log: dict[str, tuple[float, int]] = {}  # arm -> (time of the last line, fallbacks since)
+        #: Several experiments at once (a layered file): routing, fan-out and lifecycle; None for a single one.
+        self.layered = LayeredRouter(config, state) if is_layered(config) else None
         self.sync_metrics()
         self._update_available()
 
@@ -205,6 +211,11 @@ class ProxyService:
     ) -> SearchOutcome:
         t0 = time.perf_counter()
         cfg, state = self.config, self.state
+        routed: Routed | None = None
+        if self.layered is not None and not state.routing_to_control:
+            routed = self.layered.route(unit_id, context or {}, state.overrides.get(unit_id))
+            if routed.k is not None:
+                k = routed.k
         k = page.k if page is not None else (k or cfg.k)
         depth = offset + k
         before = page.shown if page is not None else ()
@@ -240,7 +251,12 @@ class ProxyService:
             mode = page.mode
         fallback, error, shadow_task = False, None, False
         if mode == "ab":
-            arm = page.arm if page is not None else assign(cfg.salt, unit_id, state.alloc, overrides=state.overrides)
+            if page is not None:
+                arm = page.arm
+            elif routed is not None:
+                arm = routed.backend
+            else:
+                arm = assign(cfg.salt, unit_id, state.alloc, overrides=state.overrides)
             fingerprint_arms: tuple[str, ...] = (arm,)
             if arm == control:
                 results = shown(await self._control(query, depth), arm)
@@ -316,11 +332,16 @@ class ProxyService:
             error=error,
             context=ctx,
         )
+        exposed = routed is None or bool(routed.rows)  # a layered unit in no experiment and no holdout: no row
         if shadow_task:
             self._start_shadow(impression)
+        elif routed is not None and self.layered is not None:
+            for row in self.layered.impressions(impression, routed):
+                self._log(row)
         else:
             self._log(impression)
-        self.metrics.search_requests.labels(arm, mode, "fallback" if fallback else "ok").inc()
+        status = ("fallback" if fallback else "ok") if exposed else "unenrolled"
+        self.metrics.search_requests.labels(arm, mode, status).inc()
         # Earlier pages' positions are padded with "" (never a valid doc id), so positions stay absolute.
         claims = ImpressionClaims(
             impression_id=impression_id,
@@ -332,6 +353,7 @@ class ProxyService:
             expires_at=now + cfg.token_ttl_s,
             doc_ids=("",) * offset + tuple(r.doc_id for r in results),
             teams=(None,) * offset + tuple(r.team for r in results),
+            enrollments=LayeredRouter.enrollments(routed) if routed is not None else (),
         )
         served = "interleaved" if arm == "interleaved" and not fallback else (control if fallback else arm)
         page_state = PageState(
@@ -341,15 +363,17 @@ class ProxyService:
             teams=(tuple(page.teams) if page is not None else ()) + tuple(r.team for r in results),
             expires_at=now + cfg.token_ttl_s,
         )
-        return SearchOutcome(impression_id, sign(claims, self._secret), arm, mode, fallback, results, titles,
+        return SearchOutcome(impression_id, sign(claims, self._secret) if exposed else None, arm, mode, fallback,
+                             results, titles,
                              offset=offset, has_more=len(results) == k,
-                             page_token=sign_page(page_state, self._secret))
+                             page_token=sign_page(page_state, self._secret), enrollments=claims.enrollments)
 
     def _log(self, impression: Impression) -> None:
         if self.writer is None:
             return
         if self.writer.submit(impression):
-            self.metrics.impressions.labels(impression.arm).inc()
+            if impression.experiment_id == self.config.experiment_id:  # a layered search: its top-level row only
+                self.metrics.impressions.labels(impression.arm).inc()
         elif self.config.events.on_full == "reject":
             self.metrics.search_requests.labels(impression.arm, impression.mode, "rejected").inc()
             raise QueueFull("the event queue is full (events.on_full=reject); retry later")
@@ -407,7 +431,8 @@ class ProxyService:
         key = (claims.impression_id, doc_id)
         if not self._seen.add(key):
             return ClickOutcome(claims.impression_id, duplicate=True)
-        if claims.issued_at < self._started_at and await self._stored_click(key):
+        rows = self._rows(claims)
+        if claims.issued_at < self._started_at and await self._stored_click((rows[0][0], doc_id)):
             return ClickOutcome(claims.impression_id, duplicate=True)
         event = Click(
             impression_id=claims.impression_id,
@@ -420,13 +445,22 @@ class ProxyService:
             team=team,
             dwell_ms=dwell_ms,
         )
-        if self.writer is not None and not self.writer.submit(event):
-            self._seen.discard(key)
+        events = [replace(event, impression_id=i, experiment_id=e, arm=a) for i, e, a in rows]
+        if self.writer is not None and not all([self.writer.submit(ev) for ev in events]):
+            self._seen.discard(key)  # a retry is deduplicated by the store for the rows that were taken
             if self.config.events.on_full == "reject":
                 raise QueueFull("the event queue is full (events.on_full=reject); retry the click later")
         else:
             self.metrics.clicks.labels(claims.arm).inc()
         return ClickOutcome(claims.impression_id, duplicate=False)
+
+    def _rows(self, claims: ImpressionClaims) -> list[tuple[str, str, str]]:
+        """(impression_id, experiment_id, arm) of every row an event on this impression is credited to: one per
+        enrolled experiment for a layered search (``abharness.serve.layered``), else the impression itself."""
+        if not claims.enrollments:
+            return [(claims.impression_id, claims.experiment_id, claims.arm)]
+        return [(row_impression_id(claims.impression_id, e, claims.experiment_id), e, a)
+                for e, a in claims.enrollments]
 
     async def _stored_click(self, key: tuple[str, str]) -> bool:
         """True when the store already holds this click (only asked for impressions older than this process)."""
@@ -449,10 +483,10 @@ class ProxyService:
         except InvalidToken as exc:
             self.metrics.clicks_rejected.labels(exc.reason).inc()
             raise
-        event = Feedback(impression_id=claims.impression_id, experiment_id=claims.experiment_id,
-                         unit_id=claims.unit_id, arm=claims.arm, ts=now, kind=kind, doc_id=doc_id, position=position,
-                         value=value)
-        if self.writer is not None and not self.writer.submit(event) and self.config.events.on_full == "reject":
+        rows = [Feedback(impression_id=i, experiment_id=e, unit_id=claims.unit_id, arm=a, ts=now, kind=kind,
+                         doc_id=doc_id, position=position, value=value) for i, e, a in self._rows(claims)]
+        if self.writer is not None and not all([self.writer.submit(ev) for ev in rows]) \
+                and self.config.events.on_full == "reject":
             raise QueueFull("the event queue is full (events.on_full=reject); retry later")
         return ClickOutcome(claims.impression_id, duplicate=False)
 

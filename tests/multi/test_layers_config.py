@@ -104,18 +104,19 @@ def test_existing_example_still_loads_unchanged() -> None:
     assert config_dict()["weights"] == {"baseline": 0.5, "finetuned": 0.5}
 
 
-def test_serve_refuses_layers_it_does_not_serve_yet(tmp_path) -> None:
+def test_serve_refuses_a_layer_owning_a_parameter_the_proxy_does_not_act_on(tmp_path) -> None:
     import yaml
     from typer.testing import CliRunner
 
     from abharness.cli.main import build_app
 
     path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(config_dict(holdout={"salt": "h", "share": 0.05}, layers=[_k_layer()])))
+    rerank = {"name": "rerank", "salt": "rr", "owns": ["rerank"], "defaults": {"rerank": False}}
+    path.write_text(yaml.safe_dump(config_dict(holdout={"salt": "h", "share": 0.05}, layers=[_k_layer(), rerank])))
     r = CliRunner().invoke(build_app(), ["serve", "--config", str(path)])
     assert r.exit_code == 2, r.output
-    assert "layers, holdout: several experiments at once are validated but not served yet" in " ".join(r.output.split())
-    assert "Traceback" not in r.output
+    assert "layer 'rerank' owns ['rerank'], which the proxy does not act on" in " ".join(r.output.split())
+    assert "Traceback" not in r.output and r.output.count("\n") == 1
 
 
 def test_a_unit_keeps_its_arm_across_reloads_and_replicas(tmp_path) -> None:
@@ -162,13 +163,15 @@ def test_a_launched_experiment_from_the_file_ships_to_all_but_the_holdout() -> N
         make_config(layers=[_k_layer(experiments=[{**exp, "launched_arm": None}])])
 
 
-def test_the_layered_example_validates_and_serve_refuses_it() -> None:
+def test_the_layered_example_validates_and_is_served() -> None:
     from abharness.config import load_config
     from abharness.config_layers import refuse_unserved
 
     cfg = load_config(EXAMPLES / "layers.yaml", insecure_dev=True)
     d = cfg.design()
-    assert [la.name for la in d.layers] == ["main", "depth", "rerank"]
-    assert sum(len(la.experiments) for la in d.layers) == 5 and d.holdout is not None
-    with pytest.raises(ConfigError, match="not served yet"):
-        refuse_unserved(cfg)
+    assert [la.name for la in d.layers] == ["main", "depth"]
+    assert sum(len(la.experiments) for la in d.layers) == 4 and d.holdout is not None
+    refuse_unserved(cfg)  # nothing the proxy cannot serve
+    with pytest.raises(ConfigError, match="does not act on"):
+        refuse_unserved(cfg.model_copy(update={"layers": [*cfg.layers, cfg.layers[-1].model_copy(
+            update={"name": "rerank", "owns": ["rerank"]})]}))
