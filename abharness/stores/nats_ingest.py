@@ -1,13 +1,16 @@
-"""``abharness ingest``: move events from a JetStream stream into a database store, at least once, idempotently.
+"""``abharness ingest``: move events from a JetStream stream into a store, at least once, idempotently.
 
 A durable *pull* consumer (``--durable NAME``; several ingest processes may share it, JetStream hands each fetched
-batch to one of them) fetches up to ``batch`` messages, decodes them (``abharness.stores.stream``), writes them
-with the store's ``write_batch`` (one transaction; duplicates ignored by key) and acks the messages only after
-that commit, waiting for the server to confirm the acks. Hence:
+batch to one of them) fetches up to ``batch`` messages (with ``linger_s`` > 0 it keeps fetching until ``batch``
+messages or ``linger_s`` seconds since the first, so a Parquet sink writes fewer, larger files), decodes them
+(``abharness.stores.stream``), writes them with the sink's ``write_batch`` (a database: one transaction,
+duplicates ignored by key; Parquet: fsync-ed files renamed into place, ``abharness.stores.parquet_sink``) and acks
+the messages only after that, waiting for the server to confirm the acks. Hence:
 
 * a crash (SIGKILL) before the commit loses nothing: the unacked messages are redelivered after ``ack_wait_s``;
 * a crash between the commit and the acks stores nothing twice: the redelivered events hit the store's keys
-  (impression id, (impression id, doc id), ...) and are counted as duplicates;
+  (impression id, (impression id, doc id), ...) and are counted as duplicates (Parquet: they are written again,
+  and the reader keeps one row per key, so the analysis counts them once);
 * a store failure naks the batch (redelivered after ``retry_s``) and the loop backs off; nothing is acked unstored;
 * a message that is not an event is logged and terminated (never redelivered), counted in ``bad``.
 
@@ -25,9 +28,8 @@ from dataclasses import dataclass, field
 
 from abharness.core.events import Event
 from abharness.errors import ConfigError, StoreError
-from abharness.stores.base import EventStore
 from abharness.stores.nats import connect, ensure_stream, parse_nats_url
-from abharness.stores.stream import decode_event
+from abharness.stores.stream import BatchSink, decode_event
 
 __all__ = ["IngestStats", "NatsIngest"]
 
@@ -57,9 +59,9 @@ class IngestStats:
 class NatsIngest:
     """One ingest worker: ``run()`` blocks until ``stop()`` (or ``max_idle_s`` without a message, when set)."""
 
-    def __init__(self, source_url: str, store: EventStore, *, durable: str = "abharness-ingest", batch: int = 500,
+    def __init__(self, source_url: str, store: BatchSink, *, durable: str = "abharness-ingest", batch: int = 500,
                  ack_wait_s: float = 30.0, retry_s: float = 1.0, max_idle_s: float | None = None,
-                 on_batch: Callable[[IngestStats], None] | None = None) -> None:
+                 linger_s: float = 0.0, on_batch: Callable[[IngestStats], None] | None = None) -> None:
         self.target = parse_nats_url(source_url)
         if int(batch) < 1:
             raise ConfigError(f"--batch {batch!r} must be a positive number of messages (e.g. 500)")
@@ -67,6 +69,9 @@ class NatsIngest:
             raise ConfigError(f"--durable {durable!r} must be letters, digits, '_' or '-' (e.g. abharness-ingest)")
         if not ack_wait_s > 0:
             raise ConfigError(f"ack_wait_s={ack_wait_s!r} must be > 0 seconds (e.g. 30)")
+        if not 0 <= linger_s <= ack_wait_s / 3:
+            raise ConfigError(f"--linger {linger_s!r} must be between 0 and a third of --ack-wait ({ack_wait_s} s), "
+                              "or JetStream redelivers what is still being gathered; raise --ack-wait or lower it")
         self.source_url = source_url
         self.store = store
         self.durable = durable
@@ -74,6 +79,7 @@ class NatsIngest:
         self.ack_wait_s = float(ack_wait_s)
         self.retry_s = float(retry_s)
         self.max_idle_s = max_idle_s
+        self.linger_s = float(linger_s)
         self.on_batch = on_batch
         self.stats = IngestStats()
         self._stop = threading.Event()
@@ -116,20 +122,32 @@ class NatsIngest:
 
         nc, sub = await self._subscribe()
         last_message = time.monotonic()
+        pending: list = []  # type: ignore[type-arg]  # fetched, not yet written (only while lingering)
+        first_at = 0.0
         try:
             while not self._stop.is_set():
+                wait = 1.0 if not pending else min(1.0, max(0.05, first_at + self.linger_s - time.monotonic()))
                 try:
-                    msgs = await sub.fetch(self.batch, timeout=1.0)  # type: ignore[attr-defined]
+                    msgs = await sub.fetch(self.batch - len(pending), timeout=wait)  # type: ignore[attr-defined]
                 except (TimeoutError, NatsTimeout):
-                    if self.max_idle_s is not None and time.monotonic() - last_message >= self.max_idle_s:
-                        break
-                    continue
+                    msgs = []
                 except Exception as exc:  # noqa: BLE001 - server restarting: the client reconnects by itself
                     log.warning("fetching from %s failed (%s); retrying", self.source_url, exc)
                     await asyncio.sleep(self.retry_s)
                     continue
-                last_message = time.monotonic()
-                await self._handle(nc, msgs)
+                now = time.monotonic()
+                if msgs:
+                    if not pending:
+                        first_at = now
+                    pending.extend(msgs)
+                    last_message = now
+                if pending and (len(pending) >= self.batch or now - first_at >= self.linger_s):
+                    batch, pending = pending, []
+                    await self._handle(nc, batch)
+                elif not pending and self.max_idle_s is not None and now - last_message >= self.max_idle_s:
+                    break
+            if pending:  # stopped while lingering: write and ack what is in hand
+                await self._handle(nc, pending)
         finally:
             # Every ack was flushed after its batch; close (a drain would wait out the pull request's timeout).
             await nc.close()  # type: ignore[attr-defined]

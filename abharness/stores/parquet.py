@@ -7,7 +7,15 @@ and ``replay`` therefore work on a Parquet directory unchanged, and give the num
 DuckDB's Parquet reader and JSON functions are built into the Python wheel: nothing is downloaded.
 
 The store keeps no per-unit rollup, so the analysis aggregates the raw rows (the ``scan`` path) every time.
-Writing is refused: the files are produced by ``export`` (or, later, by a stream consumer).
+Writing is refused here: the files are produced by ``export`` or by ``abharness ingest --to parquet:///DIR``
+(``abharness.stores.parquet_sink``).
+
+One row per key, whatever the files hold: at-least-once ingest can write a redelivered event into a second file,
+so each table is read through a view that keeps, per key (``parquet_sink.KEYS``: impression id; (impression id,
+doc id); (impression id, kind, doc id); audit entry key) the first row stored -- the first row of the file
+whose name sorts first (ingest names its files by write time) -- as a database keeps the first row stored. A
+directory holding only ``export`` files (``part-NNNNN.parquet``, one experiment's rows written once from a keyed store) has no
+copies, and is read without that step.
 """
 
 from __future__ import annotations
@@ -24,11 +32,18 @@ from abharness.errors import StoreError
 from abharness.stores import codec, queries
 from abharness.stores.base import WriteResult
 from abharness.stores.parquet_export import SCHEMAS, TABLES, files
+from abharness.stores.parquet_sink import KEYS
 
 __all__ = ["ParquetStore"]
 
 _PARAM = re.compile(r"(?<![:$]):([a-z_][a-z0-9_]*)")
 _DUCK_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "int64": "BIGINT"}
+_EXPORT_FILE = re.compile(r"part-\d{5}\.parquet")
+
+
+def needs_dedupe(paths: Sequence[Path]) -> bool:
+    """True unless every file is an ``export`` part file (those never hold two rows with one key)."""
+    return not all(_EXPORT_FILE.fullmatch(p.name) for p in paths)
 
 
 def _to_duckdb(sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -40,7 +55,7 @@ def _to_duckdb(sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 class ParquetStore:
     """``EventStore`` reads over ``DIR/{impressions,clicks,feedback,audit}/experiment=*/date=*/*.parquet``."""
 
-    def __init__(self, root: str | Path, *, url: str | None = None) -> None:
+    def __init__(self, root: str | Path, *, url: str | None = None, dedupe: bool | None = None) -> None:
         import duckdb
 
         self.root = Path(root)
@@ -52,6 +67,8 @@ class ParquetStore:
             raise StoreError(f"store {self.url!r}: no Parquet files under {str(self.root / 'impressions')!r}; "
                              "write them with `abharness export --store SOURCE --experiment ID --out DIR`")
         self._lock = threading.Lock()
+        # dedupe=False reads every row as it is (benchmarks: the cost of the one-row-per-key views)
+        self.dedupe = {t: needs_dedupe(files(self.root, t)) if dedupe is None else dedupe for t in TABLES}
         self._con = duckdb.connect(":memory:")
         for table in TABLES:
             self._con.execute(f"CREATE VIEW {table} AS {self._source(table)}")
@@ -62,7 +79,12 @@ class ParquetStore:
         if not files(self.root, table):
             return self._empty(table)
         pattern = str(self.root / table / "experiment=*" / "date=*" / "*.parquet").replace("'", "''")
-        return f"SELECT {cols} FROM read_parquet('{pattern}', hive_partitioning = false, union_by_name = true)"
+        if not self.dedupe.get(table, True):
+            return f"SELECT {cols} FROM read_parquet('{pattern}', hive_partitioning = false, union_by_name = true)"
+        keys = ", ".join(KEYS[table])
+        return (f"SELECT {cols} FROM read_parquet('{pattern}', hive_partitioning = false, union_by_name = true, "
+                f"filename = true, file_row_number = true) QUALIFY row_number() OVER (PARTITION BY {keys} "
+                "ORDER BY parse_filename(filename), file_row_number) = 1")
 
     @staticmethod
     def _empty(table: str) -> str:
@@ -179,8 +201,15 @@ class ParquetStore:
                          batch_size: int = 1000) -> Iterator[tuple[Impression, list[Click]]]:
         """Impressions in (ts, impression_id) order with their clicks, keyset-paginated (for replay)."""
 
+        # Ingested files keep a click as it arrived; a database fills its dwell_ms from the dwell signal that comes
+        # later (``feedback``), so the reader does the same here.
+        dwell = ("SELECT c.* REPLACE (COALESCE(c.dwell_ms, d.value) AS dwell_ms) FROM clicks c LEFT JOIN "
+                 "(SELECT impression_id, doc_id, value FROM feedback WHERE kind = 'dwell' AND value IS NOT NULL) d "
+                 "ON d.impression_id = c.impression_id AND d.doc_id = c.doc_id")
+        source = f"({dwell}) c" if self.dedupe["clicks"] else "clicks c"
+
         def fetch_clicks(ids: list[str]) -> list[dict[str, Any]]:
-            sql = "SELECT * FROM clicks WHERE list_contains(:ids, impression_id) ORDER BY ts, position"
+            sql = f"SELECT * FROM {source} WHERE list_contains(:ids, impression_id) ORDER BY ts, position"
             return self._rows_as_dicts(sql, {"ids": ids})
 
         yield from queries.iter_impression_pages(self._rows_as_dicts, fetch_clicks, experiment_id, since=since,

@@ -3,8 +3,9 @@
 ``SparkParquetStore`` is the read-only Parquet store (``abharness.stores.parquet``) whose ``unit_aggregates`` -- the
 per-(unit, arm[, segment]) sufficient statistics every A/B metric, CUPED, power and the time series are built from
 -- runs in Spark: the same statement as the database stores (``queries.unit_aggregates_sql``, dialect ``spark``),
-over ``spark.read.parquet`` of the exported files. Only those per-unit rows come back to the driver. The other,
-small reads (experiments, arms, audit log, traffic counts, interleaving, bot-rule evidence) stay in DuckDB.
+over ``spark.read.parquet`` of the exported or ingested files (ingested ones read one row per key, as in DuckDB).
+Only those per-unit rows come back to the driver. The other, small reads (experiments, arms, audit log, traffic
+counts, interleaving, bot-rule evidence) stay in DuckDB.
 
 Tests and the CLI run Spark in local mode (``local[2]``, UI off, bound to 127.0.0.1); in production pass a
 session connected to the cluster (``SparkParquetStore(root, session=spark)``, e.g. on Databricks or EMR).
@@ -22,6 +23,7 @@ from abharness.errors import StoreError
 from abharness.stores import queries
 from abharness.stores.parquet import ParquetStore
 from abharness.stores.parquet_export import TABLES, files
+from abharness.stores.parquet_sink import KEYS
 
 __all__ = ["SparkParquetStore", "local_session"]
 
@@ -52,9 +54,20 @@ class SparkParquetStore(ParquetStore):
             paths = [str(p) for p in files(self.root, table)]
             if paths:
                 df = self.spark.read.parquet(*paths)
+                if self.dedupe[table]:  # ingested files may hold a redelivered copy: one row per key
+                    df = self._one_per_key(df, table)
             else:
                 df = self.spark.createDataFrame([], self._spark_schema(table))
             df.createOrReplaceTempView(self._views + table)
+
+    @staticmethod
+    def _one_per_key(df: Any, table: str) -> Any:
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F  # noqa: N812 - Spark's own idiom
+
+        # The DuckDB view's rule: the first row of the file whose name sorts first (ingest names files by write time).
+        first = Window.partitionBy(*KEYS[table]).orderBy(F.col("_metadata.file_name"), F.col("_metadata.row_index"))
+        return df.withColumn("_abh_rn", F.row_number().over(first)).where("_abh_rn = 1").drop("_abh_rn")
 
     @staticmethod
     def _spark_schema(table: str) -> str:

@@ -12,11 +12,27 @@ broker's own duplicate window) can drop a redelivered or re-published event:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from abharness.core.events import AuditEntry, Click, Event, Feedback, Impression
+from abharness.stores.base import WriteResult
 from abharness.stores.codec import audit_key
 from abharness.stores.spool import event_from_json, event_to_json
 
-__all__ = ["decode_event", "encode_event", "event_id"]
+__all__ = ["BatchSink", "decode_event", "encode_event", "event_id"]
+
+
+class BatchSink(Protocol):
+    """What a stream consumer writes into: the write side of ``EventStore`` (SQLite, PostgreSQL) or a
+    ``ParquetSink``. ``write_batch`` returns only when the batch is durable (committed, or files fsync-ed and
+    renamed), so the consumer may ack it; it raises ``StoreError`` otherwise."""
+
+    url: str
+
+    def write_batch(self, events: Sequence[Event]) -> WriteResult: ...
+
+    def close(self) -> None: ...
 
 
 def event_id(event: Event) -> str:

@@ -59,9 +59,10 @@ class NatsServer:
 
 
 def start_ingest(source: str, to: str, *, durable: str = "it", batch: int = 100, ack_wait: float = 2.0,
-                 max_idle: float | None = None, log: Path) -> subprocess.Popen[str]:
+                 max_idle: float | None = None, linger: float | None = None, log: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     idle = ["--max-idle", str(max_idle)] if max_idle is not None else []
+    idle += ["--linger", str(linger)] if linger is not None else []
     return subprocess.Popen(
         [sys.executable, "-m", "abharness.cli.main", "ingest", "--from", source, "--to", to, "--durable", durable,
          "--batch", str(batch), "--ack-wait", str(ack_wait), "--json", *idle],
