@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from abharness.api.admin import admin_router
+from abharness.api.admin_layers import lifecycle_router
 from abharness.api.openapi import install_openapi
 from abharness.api.browser import BeaconMiddleware, PublicCORSMiddleware, browser_router
 from abharness.api.docs import install_offline_docs
@@ -349,6 +350,7 @@ def create_app(
     app.state.admin_actors = {token.encode("utf-8"): name for token, name in config.admin_actors().items()}
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(lifecycle_router)
     app.include_router(browser_router)
     install_error_handlers(app)
     install_offline_docs(app)

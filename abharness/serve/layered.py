@@ -23,8 +23,9 @@ Lifecycle
     Admin changes (``experiment_create`` a draft in a layer's free buckets, ``experiment_start``, ``experiment_stop``,
     ``experiment_launch``) are audit entries written under the proxy's top-level ``experiment_id`` (so replicas and
     restarts replay them with the admin sync that already carries ramps and pauses); the design is the file's, with
-    the entries applied in log order. An entry that no longer fits (a range taken meanwhile by another replica's
-    experiment, an experiment the file removed) is skipped and reported by ``GET /admin/layers``, never fatal.
+    the entries applied in log order (by time). An entry that no longer fits (a range another replica's earlier
+    experiment took before the two replicas saw each other's change, an experiment the file removed) is skipped on
+    every replica alike and reported by ``GET /admin/layers``, never fatal.
     Stickiness: arms are hashes of the unit with salts that live as long as the experiment, so a unit keeps its arm
     across reloads and replicas as long as the experiment's range, salt and weights stay.
 """
@@ -32,6 +33,7 @@ Lifecycle
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -79,6 +81,10 @@ class _Built:
     layer_of: Mapping[str, str]
 
 
+def _order(entry: AuditEntry) -> tuple[float, str, str]:
+    return (entry.ts, entry.action, json.dumps(entry.payload, sort_keys=True, default=str))
+
+
 class LayeredRouter:
     """Routes searches of a layered file and fans their events out (see the module docstring)."""
 
@@ -113,7 +119,9 @@ class LayeredRouter:
             cfg = cfg.model_copy(update={"weights": dict(state.weights)})
         design = design_of(cfg)
         skipped = []
-        for entry in state.lifecycle:
+        # Log order (time, then content), not arrival order: two replicas that each made a change before seeing the
+        # other's fold the same sequence, so they agree on which of two clashing changes stands.
+        for entry in sorted(state.lifecycle, key=_order):
             try:
                 design = self._fold(design, entry)
             except (LifecycleError, ValueError, KeyError, TypeError) as exc:
