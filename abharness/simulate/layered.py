@@ -224,7 +224,7 @@ def _rows(traffic: Traffic, lists: SciFactLists, u: int, j: int, t0: float) -> t
     ctx = {"locale": str(traffic.locale[u])}
     rows = [(MAIN_ID, arm, layer) for layer, eid, arm in traffic.enrollments[u] if eid == MAIN_ID]
     rows += [(eid, arm, layer) for layer, eid, arm in traffic.enrollments[u] if eid != MAIN_ID]
-    rows.append((HOLDOUT_ID, "holdout" if traffic.holdout[u] else "rest", None))
+    rows.append((HOLDOUT_ID, "holdout" if traffic.holdout[u] else "rest", "holdout"))
     imps: list[Event] = []
     clicks: list[Event] = []
     ranks = np.flatnonzero(traffic.clicks[u, j])
