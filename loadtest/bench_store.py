@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--baseline-src", default=None,
                     help="source tree of the code to compare with, run in the same invocation (e.g. a git worktree "
                          "of the commit before the rollups); its rows are labelled 'before'")
+    ap.add_argument("--db-prefix", default="abh_bench", help="name prefix of the PostgreSQL databases made (and dropped)")
     ap.add_argument("--summary-json", default=None, help="also write the figures there (make bench)")
     args = ap.parse_args()
 
@@ -166,7 +167,7 @@ def main() -> None:
         try:
             for writers in (1, 2):
                 for label, src in versions:
-                    name = create_database(admin, prefix="abh_bench")
+                    name = create_database(admin, prefix=args.db_prefix)
                     made.append(name)
                     url = f"{base}/{name}"
                     rows.append(("postgresql", label, run(url, writers, args.events, args.batch_size, src), url))

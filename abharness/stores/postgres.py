@@ -3,7 +3,7 @@
 * Writes: each batch is COPYed into session-local staging tables, then moved with
   ``INSERT ... SELECT ... ORDER BY key ON CONFLICT DO NOTHING`` in the same transaction, so a batch is atomic,
   duplicates (a retried batch, a click sent twice, two replicas) are stored once and counted, and rows are taken
-  in key order so two replicas' transactions do not deadlock on each other.
+  in key order so two replicas' transactions do not deadlock on each other (``abharness.stores.postgres_write``).
 * Reads: per-unit sums with the same SQL as SQLite (``abharness.stores.queries``), streamed through a server-side
   cursor so millions of aggregate rows never sit in memory at once.
 * Outages: the pool checks a connection before handing it out and drops broken ones; operations that fail with a
@@ -19,7 +19,6 @@ import logging
 import os
 import socket
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -37,7 +36,7 @@ from abharness.core.events import (
     UnitAggregate,
 )
 from abharness.errors import StoreError
-from abharness.stores import codec, queries, rollup
+from abharness.stores import codec, postgres_write, queries, rollup
 from abharness.stores.base import WriteResult
 from abharness.stores.schema import LATEST_VERSION, MIGRATIONS_TABLE_DDL, pending
 
@@ -48,21 +47,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MIGRATION_LOCK_KEY = 7_316_420_518  # pg_advisory_xact_lock key shared by every abharness process
-_ROLLUP_LOCK_KEY = 7_316_420_519  # serialises rollup maintenance across replicas
 _RETRYABLE = (psycopg.OperationalError, PoolTimeout)
-_FINGERPRINTS = queries.to_pyformat(rollup.fingerprint_statement("postgresql"))
-_MAINTENANCE = tuple(
-    queries.to_pyformat(s)
-    for s in rollup.maintenance_statements("postgresql", staged_impressions=f"stage_impressions_v{LATEST_VERSION}")
-)
-
-# (table, columns, conflict key ordering)
-_TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("impressions", codec.IMPRESSION_COLUMNS, "impression_id"),
-    ("clicks", codec.CLICK_COLUMNS, "impression_id, doc_id"),
-    ("audit", codec.AUDIT_COLUMNS, "entry_key"),
-    ("feedback", codec.FEEDBACK_COLUMNS, "impression_id, kind, doc_id"),
-)
 
 
 def redact(url: str) -> str:
@@ -106,7 +91,7 @@ class PostgresStore(rollup.RollupReads):
         self.retries = int(retries)
         self.retry_initial_s = float(retry_initial_s)
         self.retry_max_s = float(retry_max_s)
-        self._staged: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._writer = postgres_write.StagedWriter()
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
@@ -255,88 +240,16 @@ class PostgresStore(rollup.RollupReads):
 
     # -- writes --------------------------------------------------------------------------------------------
 
-    def _ensure_staging(self, conn: psycopg.Connection[Any]) -> None:
-        if conn in self._staged:
-            return
-        for table, columns, _ in _TABLES:
-            # Column types only: no defaults (audit.id's would tie the temp table to the schema's sequence) and
-            # no constraints (the INSERT into the real table checks them, inside the same transaction).
-            conn.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS stage_{table}_v{LATEST_VERSION} ON COMMIT DELETE ROWS "
-                f"AS SELECT {', '.join(columns)} FROM {table} WITH NO DATA"
-            )
-        conn.commit()  # the temp tables must outlive a rolled-back batch
-        self._staged.add(conn)
-
     def write_batch(self, events: Sequence[Event]) -> WriteResult:
-        """COPY the batch into staging tables and move it with ON CONFLICT DO NOTHING, in one transaction."""
-        rows: dict[str, list[tuple[Any, ...]]] = {"impressions": [], "clicks": [], "audit": [], "feedback": []}
-        dwells: list[tuple[float, str, str]] = []
-        for e in events:
-            if isinstance(e, Impression):
-                rows["impressions"].append(codec.impression_row(e))
-            elif isinstance(e, Click):
-                rows["clicks"].append(codec.click_row(e))
-            elif isinstance(e, AuditEntry):
-                rows["audit"].append(codec.audit_row(e))
-            elif isinstance(e, Feedback):
-                rows["feedback"].append(codec.feedback_row(e))
-                if e.kind == "dwell" and e.value is not None:
-                    dwells.append((float(e.value), e.impression_id, e.doc_id))
-            else:
-                raise StoreError(
-                    f"cannot store {type(e).__name__}: expected Impression, Click, Feedback or AuditEntry"
-                )
+        """Store a batch in one transaction; duplicates (by key) are ignored and counted (``postgres_write``)."""
+        rows = codec.encode_batch(events)
 
         def run() -> int:
-            stored = 0
-            new_ids: list[str] = []
             with self._pool.connection() as conn:
-                self._ensure_staging(conn)
-                with conn.transaction(), conn.cursor() as cur:
-                    for table, columns, key in _TABLES:
-                        if not rows[table]:
-                            continue
-                        cols = ", ".join(columns)
-                        stage = f"stage_{table}_v{LATEST_VERSION}"
-                        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
-                            for row in rows[table]:
-                                copy.write_row(row)
-                        returning = " RETURNING impression_id" if table == "impressions" else ""
-                        cur.execute(
-                            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY {key} "
-                            "ON CONFLICT DO NOTHING" + returning
-                        )
-                        stored += max(0, cur.rowcount)
-                        if returning:
-                            new_ids = [r[0] for r in cur.fetchall()]
-                    if dwells:  # a dwell signal fills the dwell time of a click stored without one
-                        cur.executemany(
-                            "UPDATE clicks SET dwell_ms = %s WHERE impression_id = %s AND doc_id = %s "
-                            "AND dwell_ms IS NULL", dwells,
-                        )
-                    self._maintain(cur, rows)
-                    if new_ids:
-                        cur.execute(_FINGERPRINTS, {"new_ids": new_ids})
-            return stored
+                return self._writer.write(conn, rows)
 
         stored = self._retry(f"writing {len(events)} events", run)
         return WriteResult(stored=stored, duplicates=len(events) - stored)
-
-    @staticmethod
-    def _maintain(cur: psycopg.Cursor[Any], rows: dict[str, list[tuple[Any, ...]]]) -> None:
-        """Bring impression_facts and unit_rollup up to date with the batch (same transaction)."""
-        facts, summaries, refresh = _MAINTENANCE
-        # One replica at a time recomputes: each statement then sees every other replica's committed batch, so
-        # two batches touching the same impression or unit-day cannot both recompute from a view missing the
-        # other's rows (READ COMMITTED would lose one of them).
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ROLLUP_LOCK_KEY,))
-        if rows["impressions"]:
-            cur.execute(facts)
-        touched = {"touched_ids": [r[0] for r in rows["impressions"]] + [r[0] for r in rows["clicks"]]}
-        if touched["touched_ids"]:
-            cur.execute(summaries, touched)
-            cur.execute(refresh, touched)
 
     # -- reads ---------------------------------------------------------------------------------------------
 

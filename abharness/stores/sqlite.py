@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import json
 import logging
 import os
 import socket
@@ -44,7 +43,7 @@ from abharness.core.events import (
     UnitAggregate,
 )
 from abharness.errors import StoreError
-from abharness.stores import codec, queries, rollup
+from abharness.stores import codec, queries, rollup, sqlite_write
 from abharness.stores.base import WriteResult
 from abharness.stores.schema import LATEST_VERSION, MIGRATIONS_TABLE_DDL, pending
 
@@ -54,22 +53,6 @@ log = logging.getLogger(__name__)
 
 _BUSY_TIMEOUT_MS = 30_000
 _SHM_MIN_BYTES = 32_768  # SQLite maps the WAL index in 32 KiB regions
-
-
-def _insert_sql(table: str, columns: Sequence[str]) -> str:
-    # ON CONFLICT DO NOTHING (not INSERT OR IGNORE): only key conflicts are skipped; a NOT NULL violation fails
-    # the batch as it does on PostgreSQL.
-    cols = ", ".join(columns)
-    return f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT DO NOTHING"
-
-
-_INSERT_IMPRESSION = _insert_sql("impressions", codec.IMPRESSION_COLUMNS)
-_INSERT_CLICK = _insert_sql("clicks", codec.CLICK_COLUMNS)
-_INSERT_AUDIT = _insert_sql("audit", codec.AUDIT_COLUMNS)
-_INSERT_FEEDBACK = _insert_sql("feedback", codec.FEEDBACK_COLUMNS)
-# A dwell signal fills the dwell time of its click when the click was stored without one (the browser sends the
-# click as the user leaves and the dwell when they come back).
-_FILL_DWELL = "UPDATE clicks SET dwell_ms = ? WHERE impression_id = ? AND doc_id = ? AND dwell_ms IS NULL"
 
 
 _FS_IOC_GETFLAGS = 0x80086601
@@ -105,9 +88,8 @@ def _shm_problem(shm: str) -> str | None:
         return None
     finally:
         os.close(fd)
-_FACTS, _CLICK_SUMMARIES, _REFRESH_ROLLUP = rollup.maintenance_statements("sqlite")
-_FINGERPRINTS = rollup.fingerprint_statement("sqlite")
-_EXISTING = "SELECT impression_id FROM impressions WHERE impression_id IN (SELECT value FROM json_each(?))"
+
+
 
 
 class SQLiteStore(rollup.RollupReads):
@@ -312,64 +294,12 @@ class SQLiteStore(rollup.RollupReads):
     # -- writes --------------------------------------------------------------------------------------------
 
     def write_batch(self, events: Sequence[Event]) -> WriteResult:
-        """Store a batch in one transaction; duplicates (by key) are ignored and counted."""
-        imps, clicks, audits, feedback, dwells = [], [], [], [], []
-        for e in events:
-            if isinstance(e, Impression):
-                imps.append(codec.impression_row(e))
-            elif isinstance(e, Click):
-                clicks.append(codec.click_row(e))
-            elif isinstance(e, AuditEntry):
-                audits.append(codec.audit_row(e))
-            elif isinstance(e, Feedback):
-                feedback.append(codec.feedback_row(e))
-                if e.kind == "dwell" and e.value is not None:
-                    dwells.append((float(e.value), e.impression_id, e.doc_id))
-            else:
-                raise StoreError(
-                    f"cannot store {type(e).__name__}: expected Impression, Click, Feedback or AuditEntry"
-                )
+        """Store a batch in one transaction; duplicates (by key) are ignored and counted (``sqlite_write``)."""
         with self._conn() as conn:
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                before = conn.total_changes
-                new_imps: list[tuple[Any, ...]] = []
-                if imps:
-                    # which impressions this batch stores for the first time (the fingerprint rollup counts them)
-                    seen = {r[0] for r in conn.execute(_EXISTING, (json.dumps([r[0] for r in imps]),))}
-                    for r in imps:
-                        if r[0] not in seen:
-                            seen.add(r[0])
-                            new_imps.append(r)
-                    conn.executemany(_INSERT_IMPRESSION, imps)
-                if clicks:
-                    conn.executemany(_INSERT_CLICK, clicks)
-                if audits:
-                    conn.executemany(_INSERT_AUDIT, audits)
-                if feedback:
-                    conn.executemany(_INSERT_FEEDBACK, feedback)
-                stored = conn.total_changes - before
-                if dwells:
-                    conn.executemany(_FILL_DWELL, dwells)
-                self._maintain(conn, imps, clicks)
-                if new_imps:
-                    conn.executemany(_FINGERPRINTS, rollup.fingerprint_rows(new_imps))
-                conn.execute("COMMIT")
+                return sqlite_write.write_batch(conn, events)
             except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
                 raise StoreError(f"writing {len(events)} events to {self.path!r} failed: {exc}") from exc
-        return WriteResult(stored=stored, duplicates=len(events) - stored)
-
-    @staticmethod
-    def _maintain(conn: sqlite3.Connection, imps: list[tuple[Any, ...]], clicks: list[tuple[Any, ...]]) -> None:
-        """Bring impression_facts and unit_rollup up to date with the batch (same transaction)."""
-        if imps:
-            conn.executemany(_FACTS, [rollup.facts_from_impression_row(r) for r in imps])
-        touched = {"touched_ids": json.dumps([r[0] for r in imps] + [r[0] for r in clicks])}
-        if imps or clicks:
-            conn.execute(_CLICK_SUMMARIES, touched)
-            conn.execute(_REFRESH_ROLLUP, touched)
 
     # -- reads ---------------------------------------------------------------------------------------------
 

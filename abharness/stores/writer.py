@@ -9,6 +9,9 @@ A failing store and a bad event are told apart by the store's probe (``store.pin
 heartbeat write): a batch that fails while the probe fails means the *store* is failing; a batch that keeps
 failing while the probe succeeds holds a *bad event*.
 
+Batches: normally up to ``batch_size`` events; when the queue holds more than that (the writer is behind), up to
+``max_batch_size`` (default 10 x ``batch_size``) are committed together, which costs less per event.
+
 * Failing store: the events stay queued and the batch is retried with exponential backoff (``retry_initial_s``
   doubling to ``retry_max_s``); ``state`` is ``"failing"`` (the proxy reports not ready). When the store stays down
   longer than ``spool_after_s``, or the queue reaches ``spool_at_fraction`` of ``max_queue``, or the writer is
@@ -76,11 +79,17 @@ class EventWriter(OutageHandling):
         spool_dir: str | Path | None = None,
         spool_after_s: float = 10.0,
         spool_at_fraction: float = 0.5,
+        max_batch_size: int | None = None,
     ) -> None:
         if int(max_queue) < 1:
             raise ConfigError(f"max_queue={max_queue!r} must be a positive number of events (e.g. 100000)")
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be a positive number of events (e.g. 500)")
+        max_batch = 10 * int(batch_size) if max_batch_size is None else int(max_batch_size)
+        if max_batch < int(batch_size):
+            raise ConfigError(
+                f"max_batch_size={max_batch_size!r} must be >= batch_size={batch_size!r} (default: 10 x batch_size)"
+            )
         if not flush_interval_s > 0:
             raise ConfigError(f"flush_interval_s={flush_interval_s!r} must be > 0 seconds (e.g. 0.2)")
         if on_full not in ("drop", "reject"):
@@ -100,6 +109,7 @@ class EventWriter(OutageHandling):
         self.spool_at_fraction = float(spool_at_fraction)
         self.max_queue = int(max_queue)
         self.batch_size = int(batch_size)
+        self.max_batch_size = max_batch
         self.flush_interval_s = float(flush_interval_s)
         self.on_full = on_full
         self.on_write_seconds = on_write_seconds
@@ -284,7 +294,10 @@ class EventWriter(OutageHandling):
                     continue
                 if self._past_deadline():
                     return
-                batch = list(itertools.islice(self._queue, 0, self.batch_size))
+                # Behind (a backlog beyond one batch): take up to max_batch_size at once. Per-commit costs (the
+                # commit's flush, index pages rewritten, round trips) then spread over more events, so the writer
+                # catches up instead of falling further behind; a batch is still one transaction.
+                batch = list(itertools.islice(self._queue, 0, self.max_batch_size))
             if self._write(batch):
                 backoff = self.retry_initial_s
                 consecutive_failures = 0

@@ -69,14 +69,18 @@ class FakeStore:
             return WriteResult(stored, len(events) - stored)
 
 
-def test_close_flushes_every_accepted_event_in_bounded_batches() -> None:
+@pytest.mark.parametrize("max_batch_size", [None, 50, 120])
+def test_close_flushes_every_accepted_event_in_bounded_batches(max_batch_size: int | None) -> None:
     store = FakeStore()
     seen: list[float] = []
-    w = EventWriter(store, batch_size=50, flush_interval_s=0.01, on_write_seconds=seen.append).start()
-    assert all(w.submit(imp(i)) for i in range(1_234))
+    w = EventWriter(store, batch_size=50, flush_interval_s=0.01, on_write_seconds=seen.append,
+                    max_batch_size=max_batch_size)
+    assert all(w.submit(imp(i)) for i in range(1_234))  # a backlog before the thread starts: the writer is behind
+    w.start()
     assert w.close() == 0
     assert len(store.rows) == 1_234
-    assert max(store.batches) <= 50 and sum(store.batches) == 1_234
+    bound = 500 if max_batch_size is None else max_batch_size  # default: 10 x batch_size
+    assert max(store.batches) == min(bound, 1_234) and sum(store.batches) == 1_234
     assert (w.accepted, w.written, w.stored, w.dropped, w.queue_depth) == (1_234, 1_234, 1_234, 0, 0)
     assert len(seen) == len(store.batches) and all(s >= 0 for s in seen)
 
@@ -178,6 +182,7 @@ def test_close_without_start_still_flushes() -> None:
     [
         ({"max_queue": 0}, "max_queue"),
         ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 10, "max_batch_size": 5}, "max_batch_size"),
         ({"flush_interval_s": 0}, "flush_interval_s"),
         ({"on_full": "block"}, "on_full"),
         ({"retry_initial_s": 5, "retry_max_s": 1}, "retry_initial_s"),
