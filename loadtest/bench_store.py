@@ -1,12 +1,16 @@
 """Benchmark: events per second the background EventWriter sustains into each store, side by side in one run.
 
     .venv/bin/python loadtest/bench_store.py [--events 100000] [--batch-size 500] [--pg-url postgresql://...]
-                                             [--aggregate]
+                                             [--aggregate] [--baseline-src DIR] [--no-bare]
 
 Rows printed:
   sqlite      1 writer process  -> a fresh SQLite file (WAL, synchronous=NORMAL)
   postgresql  1 writer process  -> a fresh PostgreSQL database
   postgresql  2 writer processes (two proxy replicas) -> the same database, at the same time
+  bare, bare-pk (the ceiling, no abharness code on the write path): the same events' rows, encoded before the
+              clock starts, written by a plain executemany (SQLite) / COPY (PostgreSQL), one transaction per
+              10 x batch-size events (the writer's batch when it is behind), no duplicate handling, no rollups;
+              "bare" into the schema's impressions/clicks with all their indexes, "bare-pk" with primary keys only
 
 Each writer process pre-builds its events (proxy-like: impressions with 10 ranked results and fingerprints, 30%
 followed by a click), then, once every process is ready, submits them all and closes the writer (close() returns
@@ -90,6 +94,76 @@ def writer_process(url: str, n: int, batch_size: int, seed: str, ready, go, out,
     store.close()
 
 
+def bare_process(url: str, n: int, batch: int, seed: str, pk_only: bool, out) -> None:
+    """The ceiling: the same events' rows, encoded before the clock starts, written by a bare ``executemany``
+    (SQLite) or ``COPY`` (PostgreSQL) into ``impressions`` and ``clicks``, one transaction per ``batch`` events,
+    no duplicate handling and no rollups. ``pk_only``: into copies of the two tables with their primary keys only
+    (no secondary index); else into the migrated tables with every index of the schema."""
+    from abharness.core.events import Impression
+    from abharness.stores import codec, open_store
+
+    events = make_events(n, seed=seed)
+    open_store(url).close()  # the schema (migrations); nothing of abharness below
+    chunks = [codec.encode_batch(events[i:i + batch]) for i in range(0, n, batch)]
+    assert sum(len(c.impressions) for c in chunks) == sum(isinstance(e, Impression) for e in events)
+    imp_table, click_table = ("bare_impressions", "bare_clicks") if pk_only else ("impressions", "clicks")
+    imp_cols, click_cols = ", ".join(codec.IMPRESSION_COLUMNS), ", ".join(codec.CLICK_COLUMNS)
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if pk_only:
+            conn.execute(f"CREATE TABLE {imp_table} AS SELECT * FROM impressions WHERE 0")
+            conn.execute(f"CREATE UNIQUE INDEX {imp_table}_pk ON {imp_table} (impression_id)")
+            conn.execute(f"CREATE TABLE {click_table} AS SELECT * FROM clicks WHERE 0")
+            conn.execute(f"CREATE UNIQUE INDEX {click_table}_pk ON {click_table} (impression_id, doc_id)")
+        ins_imp = f"INSERT INTO {imp_table} ({imp_cols}) VALUES ({', '.join('?' for _ in codec.IMPRESSION_COLUMNS)})"
+        ins_click = f"INSERT INTO {click_table} ({click_cols}) VALUES ({', '.join('?' for _ in codec.CLICK_COLUMNS)})"
+        t0 = time.perf_counter()
+        for c in chunks:
+            conn.execute("BEGIN")
+            conn.executemany(ins_imp, c.impressions)
+            conn.executemany(ins_click, c.clicks)
+            conn.execute("COMMIT")
+        t1 = time.perf_counter()
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            if pk_only:
+                conn.execute(f"CREATE TABLE {imp_table} (LIKE impressions INCLUDING DEFAULTS)")
+                conn.execute(f"ALTER TABLE {imp_table} ADD PRIMARY KEY (impression_id)")
+                conn.execute(f"CREATE TABLE {click_table} (LIKE clicks INCLUDING DEFAULTS)")
+                conn.execute(f"ALTER TABLE {click_table} ADD PRIMARY KEY (impression_id, doc_id)")
+                conn.commit()
+            t0 = time.perf_counter()
+            for c in chunks:
+                with conn.transaction(), conn.cursor() as cur:
+                    for table, cols, rows in ((imp_table, imp_cols, c.impressions),
+                                              (click_table, click_cols, c.clicks)):
+                        with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                            for row in rows:
+                                copy.write_row(row)
+            t1 = time.perf_counter()
+    out.put({"t0": t0, "t1": t1, "events": n})
+
+
+def run_bare(url: str, n: int, batch: int, pk_only: bool) -> dict:
+    """``bare_process`` in a process of its own (like the writers)."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    p = ctx.Process(target=bare_process, args=(url, n, batch, uuid.uuid4().hex[:8], pk_only, out))
+    p.start()
+    r = out.get(timeout=1200)
+    p.join()
+    seconds = r["t1"] - r["t0"]
+    return {"writers": 1, "events": r["events"], "seconds": seconds, "rate": r["events"] / seconds, "lost": 0,
+            "dropped": 0, "batches": -(-n // batch), "commit_ms_p50": float("nan"), "commit_ms_p99": float("nan")}
+
+
 def run(url: str, writers: int, n: int, batch_size: int, src: str | None = None) -> dict:
     """Run ``writers`` writer processes into ``url`` at once; aggregate their figures."""
     ctx = mp.get_context("spawn")
@@ -142,7 +216,9 @@ def main() -> None:
     ap.add_argument("--baseline-src", default=None,
                     help="source tree of the code to compare with, run in the same invocation (e.g. a git worktree "
                          "of the commit before the rollups); its rows are labelled 'before'")
-    ap.add_argument("--db-prefix", default="abh_bench", help="name prefix of the PostgreSQL databases made (and dropped)")
+    ap.add_argument("--no-bare", action="store_true", help="skip the ceiling rows (bare executemany / COPY)")
+    ap.add_argument("--db-prefix", default="abh_bench",
+                    help="name prefix of the PostgreSQL databases made (and dropped)")
     ap.add_argument("--summary-json", default=None, help="also write the figures there (make bench)")
     args = ap.parse_args()
 
@@ -150,10 +226,15 @@ def main() -> None:
 
     rows = []
     versions = [("after", None)] + ([("before", args.baseline_src)] if args.baseline_src else [])
+    bare_batch = 10 * args.batch_size  # the writer's batches when it is behind (max_batch_size default)
     with tempfile.TemporaryDirectory(prefix="abh_bench_") as tmp:
         for label, src in versions:
             sqlite_url = f"sqlite:///{Path(tmp) / f'events-{label}.db'}"
             rows.append(("sqlite", label, run(sqlite_url, 1, args.events, args.batch_size, src), sqlite_url))
+        if not args.no_bare:
+            for pk_only, label in ((False, "bare"), (True, "bare-pk")):
+                sqlite_url = f"sqlite:///{Path(tmp) / f'events-{label}.db'}"
+                rows.append(("sqlite", label, run_bare(sqlite_url, args.events, bare_batch, pk_only), None))
 
         cluster = None
         admin = args.pg_url or SYSTEM_PG
@@ -171,10 +252,19 @@ def main() -> None:
                     made.append(name)
                     url = f"{base}/{name}"
                     rows.append(("postgresql", label, run(url, writers, args.events, args.batch_size, src), url))
+            if not args.no_bare:
+                for pk_only, label in ((False, "bare"), (True, "bare-pk")):
+                    name = create_database(admin, prefix=args.db_prefix)
+                    made.append(name)
+                    rows.append(("postgresql", label, run_bare(f"{base}/{name}", args.events, bare_batch, pk_only),
+                                 None))
             print(f"\nEventWriter throughput ({args.events} events per writer process, batch_size "
                   f"{args.batch_size}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; PostgreSQL at "
                   f"{base.split('@')[-1]}{' (throw-away cluster)' if cluster else ''}"
                   f"{'; before = ' + args.baseline_src if args.baseline_src else ''})")
+            print(f"(bare = pre-encoded rows of the same events written by a plain executemany (SQLite) / COPY "
+                  f"(PostgreSQL) into impressions + clicks with every index, {bare_batch} events per transaction, "
+                  "no duplicate handling, no rollups; bare-pk = the same into tables with primary keys only)")
             print(f"{'store':<11}{'code':<8}{'writers':>8}{'events':>10}{'seconds':>9}{'events/s':>11}"
                   f"{'batches':>9}{'commit p50 ms':>15}{'commit p99 ms':>15}{'dropped':>9}{'lost':>6}")
             for store, label, r, _ in rows:
@@ -188,11 +278,14 @@ def main() -> None:
                 Path(args.summary_json).write_text(json.dumps({"table": [
                     {"figure": f"writer into {store}, {r['writers']} process(es), {label}",
                      "value": f"{r['rate']:,.0f} events/s (load {os.getloadavg()[0]:.1f})",
-                     "goal": goal[store] if label == "after" else "baseline"}
+                     "goal": goal[store] if label == "after"
+                     else ("ceiling" if label.startswith("bare") else "baseline")}
                     for store, label, r, _ in rows]}, indent=2))
             if args.aggregate:
                 print("\nunit_aggregates over the written events (SQL-side):")
                 for store, label, r, url in rows:
+                    if url is None:
+                        continue
                     n, dt = time_aggregate(url)
                     print(f"  {store:<11} {label:<7} {r['writers']} writer(s): {n} unit rows in {dt:.2f} s")
         finally:

@@ -59,13 +59,7 @@ _UPSERT_ROLLUP = (
     "last_ts = GREATEST(unit_rollup.last_ts, excluded.last_ts)"
 )
 # One row per (experiment, mode, fingerprints, day) of the batch: a handful, cheaper as a pipeline than a COPY.
-_UPSERT_FINGERPRINTS = (
-    "INSERT INTO fingerprint_rollup (experiment_id, mode, fingerprints, bucket, first_ts, last_ts, impressions) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (experiment_id, mode, fingerprints, bucket) DO UPDATE SET "
-    "first_ts = LEAST(fingerprint_rollup.first_ts, excluded.first_ts), "
-    "last_ts = GREATEST(fingerprint_rollup.last_ts, excluded.last_ts), "
-    "impressions = fingerprint_rollup.impressions + excluded.impressions"
-)
+_UPSERT_FINGERPRINTS = rollup.fingerprint_statement("postgresql")
 
 
 def _copy(cur: psycopg.Cursor[Any], table: str, columns: Sequence[str] | None, rows: Sequence[Sequence[Any]]) -> None:

@@ -6,21 +6,22 @@ Three tables (schema version 5), maintained by ``write_batch`` in the batch's ow
     one narrow row per impression: the columns the statistics read (unit, arm, mode, ts, k, latency, error,
     fallback) plus its *click summary*: click count, first click time, the first click's position (ties in time:
     the higher-ranked one) and the best position. Clicks count only when they carry the impression's experiment,
-    as in the scan SQL of ``abharness.stores.queries``. The summary is recomputed from ``clicks`` for every
-    impression a batch touches (a new impression, or a new click on it), so late, out-of-order and duplicate
+    as in the scan SQL of ``abharness.stores.queries``. The summary is recomputed from the stored ``clicks`` for
+    every impression a batch touches (a new impression, or a new click on it), so late, out-of-order and duplicate
     clicks, and clicks committed before their impression (several replicas), all end up as a full rescan would
     count them.
 ``unit_rollup``
     per (experiment, mode, unit, arm, UTC day) the sums of ``UnitAggregate`` plus the first and last impression
-    time of that day. A batch recomputes, from ``impression_facts``, every (unit, day) it touched. Recomputing
-    (rather than adding deltas) keeps the rollup an exact function of the stored rows whatever the order and
-    repetition of deliveries.
+    time of that day. A batch *adds* to each (unit, day) it touched: a new impression's whole contribution, and
+    for an impression whose click summary changed, the new contribution minus the old one (integer sums stay
+    exact; float sums are added in another order than a recomputation, equal to it to 1e-9).
 ``fingerprint_rollup``
     per (experiment, mode, fingerprints, UTC day): first and last impression time and the number of impressions
     that carried those model/index fingerprints (what ``fingerprint_spans`` reports), increased by the impressions
     a batch newly stored.
 
-Only ``write_batch`` maintains them. An ad-hoc write to ``impressions`` or ``clicks`` through the stores'
+Only ``write_batch`` maintains them; the plan of each batch is computed in Python (``abharness.stores.rollup_write``,
+applied by ``sqlite_write`` / ``postgres_write``). An ad-hoc write to ``impressions`` or ``clicks`` through the stores'
 ``execute`` (tests, operators) rebuilds all three from the raw rows afterwards (``rebuild_statements``: a full
 recomputation, minutes on tens of millions of rows); writes made outside abharness leave them stale.
 
@@ -48,9 +49,6 @@ __all__ = [
     "BUCKET_S",
     "SCHEMA_VERSION",
     "migration_statements",
-    "maintenance_statements",
-    "facts_from_impression_row",
-    "FACT_INSERT_COLUMNS",
     "unit_rows_sql",
     "cumulative_moments_sql",
     "FIELD_SQL",
@@ -177,27 +175,16 @@ def _facts_index(dialect: str) -> str:
             "min_click_position)")
 
 
-def _rollup_select(dialect: str, *, keys_from: str | None) -> str:
-    """SELECT of rollup rows from impression_facts, for every key (``keys_from`` None) or for a set of keys."""
+def _rollup_select(dialect: str) -> str:
+    """SELECT of every rollup row from impression_facts (the backfill)."""
     contrib = _fact_contrib(dialect)
     sums = ", ".join(f"SUM({contrib[s]})" for s in _SUMS)
-    head = (f"SELECT f.experiment_id, f.mode, f.unit_id, f.arm, {{bucket}}, {sums}, MIN(f.ts), MAX(f.ts) "
-            "FROM {src} ")
-    if keys_from is None:
-        return (head.format(bucket=_bucket("f.ts"), src="impression_facts f")
-                + f"WHERE true GROUP BY f.experiment_id, f.mode, f.unit_id, f.arm, {_bucket('f.ts')}")
-    src = (f"(SELECT DISTINCT experiment_id, mode, unit_id, arm, {_bucket('ts')} AS bucket FROM impression_facts "
-           f"WHERE {keys_from}) AS kk JOIN impression_facts f ON f.experiment_id = kk.experiment_id "
-           "AND f.unit_id = kk.unit_id AND f.arm = kk.arm AND f.mode = kk.mode "
-           f"AND f.ts >= kk.bucket * {BUCKET_S} - 1.0 AND f.ts < (kk.bucket + 1) * {BUCKET_S} + 1.0")
-    return (head.format(bucket="kk.bucket", src=src)
-            + f"WHERE {_bucket('f.ts')} = kk.bucket GROUP BY f.experiment_id, f.mode, f.unit_id, f.arm, kk.bucket")
+    return (f"SELECT f.experiment_id, f.mode, f.unit_id, f.arm, {_bucket('f.ts')}, {sums}, MIN(f.ts), MAX(f.ts) "
+            f"FROM impression_facts f WHERE true GROUP BY f.experiment_id, f.mode, f.unit_id, f.arm, {_bucket('f.ts')}")
 
 
 _ROLLUP_INSERT = ("INSERT INTO unit_rollup (experiment_id, mode, unit_id, arm, bucket, " + ", ".join(_SUMS)
                   + ", first_ts, last_ts) ")
-_ROLLUP_UPSERT = (" ON CONFLICT (experiment_id, mode, unit_id, arm, bucket) DO UPDATE SET "
-                  + ", ".join(f"{c} = excluded.{c}" for c in (*_SUMS, "first_ts", "last_ts")))
 
 
 def _fingerprint_ddl(dialect: str) -> str:
@@ -231,14 +218,12 @@ def _fingerprint_select(where: str) -> str:
 
 
 def fingerprint_statement(dialect: str) -> str:
-    """Adds the batch's *newly stored* impressions to ``fingerprint_rollup`` (min/max/count per experiment, mode,
-    fingerprints and day). SQLite: ``executemany`` of rows grouped by the caller (``fingerprint_rows``);
-    PostgreSQL: from the stored rows whose ids the INSERT returned (``new_ids``)."""
-    if dialect == "sqlite":
-        return f"INSERT INTO fingerprint_rollup ({_FP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)" + _fingerprint_upsert(
-            dialect)
-    return (f"INSERT INTO fingerprint_rollup ({_FP_COLUMNS}) "
-            + _fingerprint_select(_ids_in(dialect, "impression_id", "new_ids")) + _fingerprint_upsert(dialect))
+    """Adds a batch's *newly stored* impressions to ``fingerprint_rollup`` (min/max/count per experiment, mode,
+    fingerprints and day): ``executemany`` of the rows ``fingerprint_rows`` groups (``?`` marks for SQLite,
+    ``%s`` for PostgreSQL, whose fingerprints text must be the jsonb's own rendering)."""
+    mark = "?" if dialect == "sqlite" else "%s"
+    return (f"INSERT INTO fingerprint_rollup ({_FP_COLUMNS}) VALUES ({', '.join(mark for _ in range(7))})"
+            + _fingerprint_upsert(dialect))
 
 
 def fingerprint_rows(imps: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
@@ -301,65 +286,10 @@ def migration_statements(dialect: str) -> tuple[str, ...]:
         backfill_facts,
         _facts_index(dialect),
         rollup,
-        _ROLLUP_INSERT + _rollup_select(dialect, keys_from=None),
+        _ROLLUP_INSERT + _rollup_select(dialect),
         _fingerprint_ddl(dialect),
         f"INSERT INTO fingerprint_rollup ({_FP_COLUMNS}) " + _fingerprint_select("true"),
     )
-
-
-def _ids_in(dialect: str, column: str, param: str) -> str:
-    if dialect == "sqlite":
-        return f"{column} IN (SELECT value FROM json_each(:{param}))"
-    return f"{column} = ANY(:{param})"
-
-
-def facts_from_impression_row(row: Sequence[Any]) -> tuple[Any, ...]:
-    """The ``impression_facts`` row (no clicks yet) of an ``abharness.stores.codec.impression_row`` tuple."""
-    return (row[0], row[1], row[5], row[3], row[4], row[2], row[7], row[10], row[11], row[15])
-
-
-FACT_INSERT_COLUMNS = _FACT_COLUMNS[:10]
-
-
-def maintenance_statements(dialect: str, *, staged_impressions: str | None = None) -> tuple[str, str, str]:
-    """The three statements ``write_batch`` runs after inserting a batch's rows, in this order.
-
-    1. facts of the batch's impressions (``ON CONFLICT DO NOTHING``): SQLite takes ``FACT_INSERT_COLUMNS`` rows
-       (``facts_from_impression_row``) through ``executemany`` (first delivery wins, as in ``impressions``);
-       PostgreSQL reads the stored impressions whose ids are in the staging table ``staged_impressions``;
-    2. click summaries of every touched impression (``touched_ids``: the batch's impressions and the impressions
-       its clicks point at) that has clicks, recomputed from ``clicks``;
-    3. the rollup rows of every touched (unit, day), recomputed from ``impression_facts``.
-    SQLite takes the id list as a JSON array, PostgreSQL as a text array.
-    """
-    cols = ", ".join(FACT_INSERT_COLUMNS)
-    if dialect == "sqlite":
-        insert_facts = (f"INSERT INTO impression_facts ({cols}) VALUES ({', '.join('?' for _ in FACT_INSERT_COLUMNS)}) "
-                        "ON CONFLICT DO NOTHING")
-        fn, ffirst, fpos, fmin = _click_summary(dialect, "f")
-        update_clicks = (
-            f"UPDATE impression_facts AS f SET n_clicks = {fn}, first_click_ts = {ffirst}, "
-            f"first_click_position = {fpos}, min_click_position = {fmin} "
-            f"WHERE {_ids_in(dialect, 'f.impression_id', 'touched_ids')} AND EXISTS (SELECT 1 FROM clicks c "
-            "WHERE c.experiment_id = f.experiment_id AND c.impression_id = f.impression_id)"
-        )
-    else:
-        # From the rows the batch actually stored (a staged duplicate with other content is not the stored one).
-        insert_facts = (f"INSERT INTO impression_facts ({cols}) SELECT {cols} FROM impressions "
-                        f"WHERE impression_id IN (SELECT impression_id FROM {staged_impressions}) "
-                        "ORDER BY impression_id ON CONFLICT DO NOTHING")
-        update_clicks = (
-            "UPDATE impression_facts AS f SET n_clicks = s.n, first_click_ts = s.first_ts, "
-            "first_click_position = s.first_position, min_click_position = s.min_position FROM ("
-            "SELECT c.experiment_id, c.impression_id, COUNT(*) AS n, MIN(c.ts) AS first_ts, "
-            "(array_agg(c.position ORDER BY c.ts, c.position))[1] AS first_position, MIN(c.position) AS min_position "
-            f"FROM clicks c WHERE {_ids_in(dialect, 'c.impression_id', 'touched_ids')} "
-            "GROUP BY c.experiment_id, c.impression_id) AS s "
-            "WHERE f.impression_id = s.impression_id AND f.experiment_id = s.experiment_id"
-        )
-    refresh = (_ROLLUP_INSERT + _rollup_select(dialect, keys_from=_ids_in(dialect, "impression_id", "touched_ids"))
-               + _ROLLUP_UPSERT)
-    return insert_facts, update_clicks, refresh
 
 
 # -- reads ---------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ _UPDATE_FACT = ("UPDATE impression_facts SET n_clicks = ?, first_click_ts = ?, f
                 "min_click_position = ? WHERE impression_id = ?")
 _UPSERT_ROLLUP = rollup_write.rollup_upsert_sql("sqlite")
 _FINGERPRINTS = rollup.fingerprint_statement("sqlite")
+_CACHE_SIZE = "PRAGMA cache_size=-65536"  # KiB
 
 
 def write_batch(conn: sqlite3.Connection, events: Sequence[Any], *, maintain: bool = True) -> WriteResult:
@@ -54,6 +55,10 @@ def write_batch(conn: sqlite3.Connection, events: Sequence[Any], *, maintain: bo
     counted. ``maintain``: keep the derived tables (schema >= 5). ``sqlite3.Error`` propagates after rollback."""
     rows = codec.encode_batch(events)
     imps, clicks = rows.impressions, rows.clicks
+    # The rollup and facts indexes are keyed by unit: a batch touches pages all over them. SQLite's default page
+    # cache (2 MiB) then re-reads them for every batch; 64 MiB keeps them (one run, 50k events in 500-event batches
+    # at load ~10: 4.4k -> 5.4k events/s). An upper bound, allocated as pages are used; setting it again is a no-op.
+    conn.execute(_CACHE_SIZE)
     try:
         conn.execute("BEGIN IMMEDIATE")
         before = conn.total_changes
