@@ -21,8 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from abharness.config_layers import MAIN_LAYER
-from abharness.core.assignment import BUCKETS
+from abharness.config_layers import MAIN_LAYER, is_layered
 from abharness.errors import ConfigError
 
 __all__ = ["ArmsView", "arms_view", "created_experiments", "layered_experiments", "holdout_id", "is_layered_config", "HOLDOUT_ARM", "REST_ARM", "HOLDOUT_LABEL"]
@@ -30,7 +29,6 @@ __all__ = ["ArmsView", "arms_view", "created_experiments", "layered_experiments"
 HOLDOUT_ARM = "holdout"
 REST_ARM = "rest"
 HOLDOUT_LABEL = "combined effect of everything launched (holdout vs rest)"
-_DEFAULT_HOLDOUT_ID = "holdout"
 
 
 @dataclass(frozen=True)
@@ -70,14 +68,13 @@ def is_layered_config(config: Any) -> bool:
     """Whether ``config`` is an experiment file with layers, a holdout or a partial bucket range."""
     if config is None or not hasattr(config, "design"):
         return False
-    return bool(getattr(config, "layers", None)) or getattr(config, "holdout", None) is not None or (
-        tuple(getattr(config, "buckets", (0, BUCKETS))) != (0, BUCKETS))
+    return is_layered(config)
 
 
 def holdout_id(config: Any) -> str | None:
     """The pseudo-experiment id the holdout's rows are logged under (None without a holdout)."""
     h = getattr(config, "holdout", None)
-    return None if h is None else str(getattr(h, "id", None) or _DEFAULT_HOLDOUT_ID)
+    return None if h is None else str(h.id)
 
 
 def created_experiments(config: Any, audit: Callable[[], Sequence[Any]] | None) -> dict[str, tuple[str, Any]]:
@@ -86,11 +83,7 @@ def created_experiments(config: Any, audit: Callable[[], Sequence[Any]] | None) 
     skipped (the proxy skipped them too)."""
     if audit is None:
         return {}
-    from abharness import config_layers
-    from abharness.config_layers import LayerExperimentConfig
-
-    # experiment_of is public once the layered proxy lands (issue 16); _experiment is its name before that
-    experiment_of = getattr(config_layers, "experiment_of", None) or config_layers._experiment
+    from abharness.config_layers import LayerExperimentConfig, experiment_of
 
     try:
         entries = list(audit())

@@ -39,6 +39,7 @@ import numpy as np
 
 from abharness.core.clickmodels import GradeMap, PositionBasedModel
 from abharness.core.events import Click, Event, Impression, ShownResult
+from abharness.core.layers import row_impression_id
 from abharness.simulate.population import QueryPool
 from abharness.simulate.sensitivity import draw_unit_queries
 
@@ -229,7 +230,7 @@ def _rows(traffic: Traffic, lists: SciFactLists, u: int, j: int, t0: float) -> t
     clicks: list[Event] = []
     ranks = np.flatnonzero(traffic.clicks[u, j])
     for eid, arm, layer in rows:
-        iid = base if eid == MAIN_ID else f"{base}~{eid}"
+        iid = row_impression_id(base, eid, MAIN_ID)
         c = dict(ctx, impression=base, **({"layer": layer} if layer else {}))
         imps.append(Impression(iid, eid, ts, uid, arm, "ab", lists.pool.texts[qi], kk, results, fps, 20.0,
                                context=c))
