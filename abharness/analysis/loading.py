@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from abharness.analysis.daily import supports_days, table_from_days
 from abharness.core.events import InterleaveUnitAggregate, UnitAggregate
 from abharness.core.stats.metrics import BASE_COLUMNS
 from abharness.core.stats.moments import Moments
@@ -37,6 +38,10 @@ class UnitTable:
     segment: np.ndarray
     first_ts: np.ndarray
     values: np.ndarray
+    #: the store's unit-day rows this table was summed from (``EventStore.unit_days``; ``days.group`` is the table
+    #: row of each); None when the table came from per-unit rows (the time series then asks the store again).
+    days: Any = None
+    _masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def rows(self) -> int:
@@ -46,14 +51,17 @@ class UnitTable:
         return sorted(set(self.arm.tolist()))
 
     def mask(self, arm: str, segment: str | None = None) -> np.ndarray:
-        m = self.arm == arm
+        """Rows of ``arm`` (and ``segment``); a fresh array the caller may modify."""
+        m = self._masks.get(arm)
+        if m is None:  # a comparison of a million objects, once per arm
+            m = self._masks[arm] = self.arm == arm
+        m = m.copy()
         if segment is not None:
             m &= self.segment == segment
         return m
 
     def units_per_arm(self) -> dict[str, int]:
-        names, counts = np.unique(self.arm, return_counts=True)
-        return {str(a): int(c) for a, c in zip(names, counts)}
+        return {str(a): int(np.count_nonzero(self.mask(a))) for a in self.arms()}
 
 
 def from_aggregates(rows: Iterable[UnitAggregate]) -> UnitTable:
@@ -107,11 +115,18 @@ def from_rows(rows: Iterable[Sequence[Any]]) -> UnitTable:
 def load_units(
     store: EventStore, experiment_id: str, *, since: float | None, until: float | None,
     segment: str | None = None, modes: Sequence[str] = ("ab",), aggregation: str = "rollup",
+    row_fields: Sequence[str] | None = None,
 ) -> UnitTable:
     """Per-(unit, arm[, segment]) sums for the window, via ``EventStore.unit_aggregates`` (SQL-side).
 
     ``aggregation="scan"`` asks the store for a full rescan of the raw rows (stores without a rollup always
-    aggregate their own way and take no such argument)."""
+    aggregate their own way and take no such argument). A store that hands over its unit-day rows
+    (``unit_days``) gives a table that keeps them (``table.days``, with the per-row sums ``row_fields``)."""
+    if aggregation == "rollup" and segment is None and supports_days(store):
+        days = store.unit_days(experiment_id, since=since, until=until, modes=tuple(modes),  # type: ignore[attr-defined]
+                               row_fields=row_fields)
+        ids, arms, first, values = table_from_days(days)
+        return UnitTable(ids, arms, np.full(ids.size, None, dtype=object), first, values, days=days)
     if aggregation == "rollup" and segment is None and has_rollup(store):
         return from_rows(store.unit_rows(experiment_id, since=since, until=until,  # type: ignore[attr-defined]
                                          modes=tuple(modes)))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from abharness.analysis.daily import look_moments, new_units_per_bucket, traffic_from_days
 from abharness.analysis.loading import UnitTable, has_rollup, load_units
 from abharness.analysis.report import SegmentBreakdown, TimePoint, TrafficBucket
 from abharness.core.stats.compare import compare_metric
@@ -35,9 +36,11 @@ def cumulative_timeseries(
     looks (valid at every look; see ``running_min``). ``keep_units``: only these unit ids count (the units left
     by the exclusion rules; winsorization is not re-applied per look).
 
-    With a store that keeps per-unit rollups (``cumulative_moments``) and no ``keep_units``, the looks' moments
-    come from one SQL pass, the last one being ``table`` when given (the whole window, already loaded);
-    otherwise (or with ``aggregation="scan"``) each look re-aggregates [since, cutoff) in the store.
+    ``table``: the units of the whole window before any exclusion. When it was summed from the store's unit-day
+    rows (``table.days``), every look comes from those rows in numpy (``daily.look_moments``; the unit-days a
+    cutoff cuts through are completed in one query). Otherwise, with a store that keeps per-unit rollups
+    (``cumulative_moments``) and no ``keep_units``, the looks' moments come from one SQL pass, the last one being
+    ``table``; otherwise (or with ``aggregation="scan"``) each look re-aggregates [since, cutoff) in the store.
     """
     if points <= 0 or first_ts.size == 0:
         return ()
@@ -45,6 +48,17 @@ def cumulative_timeseries(
     cutoffs = sorted({float(np.nextafter(q, np.inf)) for q in qs})
     cutoffs = [c for c in cutoffs if until is None or c < until] + [until]
     spec = ONLINE_METRICS[metric]
+    fields = tuple(dict.fromkeys(("impressions", spec.numerator, spec.denominator)))
+    if aggregation == "rollup" and table is not None and table.days is not None:
+        # every look from the unit-day rows already read for ``table`` (the units before any exclusion)
+        if progress is not None:
+            progress(f"time series: {len(cutoffs)} looks from the unit-day rows")
+        keep = np.isin(table.unit_ids, keep_units) if keep_units is not None else None
+        per_look = look_moments(store, experiment_id, since=since, until=until, days=table.days, unit_arm=table.arm,
+                                unit_values=table.values, cuts=cutoffs, arms=(control, treatment), fields=fields,
+                                keep=keep)
+        looks = {j: (m[control], m[treatment]) for j, m in enumerate(per_look)}
+        return _points(looks, cutoffs, first_ts, spec, control, treatment, alpha, test, tuning_units)
     fast = aggregation == "rollup" and keep_units is None and has_rollup(store)
     looks: dict[int, tuple[Moments, Moments]] = {}
     if fast:
@@ -53,19 +67,26 @@ def cumulative_timeseries(
         # the last look is the whole window: ``table`` when the caller has it (and it holds every unit)
         cuts = [c if c is not None else math.inf for c in (cutoffs[:-1] if table is not None else cutoffs)]
         looks = _rollup_looks(store, experiment_id, since=since, until=until, cuts=cuts, control=control,
-                              treatment=treatment, fields=tuple(dict.fromkeys(("impressions", spec.numerator,
-                                                                              spec.denominator))))
-    out: list[TimePoint] = []
+                              treatment=treatment, fields=fields)
     for j, cut in enumerate(cutoffs):
-        if j in looks:
-            mc, mt = looks[j]
-        else:
+        if j not in looks:
             if progress is not None and not fast:
                 progress(f"time series look {j + 1}/{len(cutoffs)}")
             t = table if fast and table is not None else load_units(store, experiment_id, since=since, until=cut,
                                                                      modes=("ab",), aggregation=aggregation)
             kept = np.isin(t.unit_ids, keep_units) if keep_units is not None else np.ones(t.rows, dtype=bool)
-            mc, mt = (Moments.from_matrix(BASE_COLUMNS, t.values[t.mask(a) & kept]) for a in (control, treatment))
+            looks[j] = tuple(Moments.from_matrix(BASE_COLUMNS, t.values[t.mask(a) & kept])  # type: ignore[assignment]
+                             for a in (control, treatment))
+    return _points(looks, cutoffs, first_ts, spec, control, treatment, alpha, test, tuning_units)
+
+
+def _points(looks: dict[int, tuple[Moments, Moments]], cutoffs: Sequence[float | None], first_ts: np.ndarray,
+            spec: Any, control: str, treatment: str, alpha: float, test: TestKind,
+            tuning_units: float) -> tuple[TimePoint, ...]:
+    """The time points of the looks (at least two units per arm), the always-valid p-value a running minimum."""
+    out: list[TimePoint] = []
+    for j, cut in enumerate(cutoffs):
+        mc, mt = looks[j]
         if float(mc.n) < 2 or float(mt.n) < 2:
             continue
         c = compare_metric(mc, mt, spec, control_name=control, treatment_name=treatment, alpha=alpha, test=test,
@@ -142,18 +163,21 @@ def segment_breakdown(
 
 def traffic_buckets(
     store: EventStore, experiment_id: str, *, since: float | None, until: float | None, first_ts: np.ndarray,
-    arm: np.ndarray,
+    arm: np.ndarray, days: Any = None,
 ) -> tuple[tuple[TrafficBucket, ...], float]:
     """Units and impressions per arm per UTC day (per hour when the units arrived within two days), with the
-    units first seen in each bucket from the per-unit first impressions. Stores without ``traffic_counts``
-    give ``()``. Returns (buckets, bucket length in seconds)."""
+    units first seen in each bucket from the per-unit first impressions. ``days``: the window's unit-day rows
+    (``EventStore.unit_days``, mode "ab"), which give the daily counts without asking the store again. Stores
+    without ``traffic_counts`` give ``()``. Returns (buckets, bucket length in seconds)."""
     counts = getattr(store, "traffic_counts", None)
     if counts is None or first_ts.size == 0:
         return (), DAY_S
     span = float(first_ts.max() - first_ts.min())
     bucket_s = DAY_S if span >= 2 * DAY_S else HOUR_S
-    rows = counts(experiment_id, since=since, until=until, bucket_s=bucket_s, modes=("ab",))
-    starts = (np.floor(first_ts / bucket_s) * bucket_s).tolist()
-    new = Counter(zip(starts, arm.tolist()))
+    if days is not None and bucket_s == DAY_S:
+        rows = traffic_from_days(days, bucket_s)
+    else:
+        rows = counts(experiment_id, since=since, until=until, bucket_s=bucket_s, modes=("ab",))
+    new = new_units_per_bucket(first_ts, arm, bucket_s)
     return tuple(TrafficBucket(float(b), str(a), int(u), new.get((float(b), str(a)), 0), int(n))
                  for b, a, u, n in rows), bucket_s

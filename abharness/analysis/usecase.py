@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from abharness.analysis.daily import row_fields_for
 from abharness.analysis.deployments import deployment_changes, describe_changes
 from abharness.analysis.exclusions import apply_exclusions, exclude_interleaving, excluded_units
 from abharness.analysis.loading import (
@@ -28,9 +29,9 @@ from abharness.analysis.loading import (
 from abharness.analysis.layered import arms_view
 from abharness.analysis.options import AnalysisOptions
 from abharness.analysis.report import AnalysisReport, CupedSummary, PowerSummary
+from abharness.analysis.resample import cluster_bootstrap_blas
 from abharness.analysis.sections import cumulative_timeseries, segment_breakdown, traffic_buckets
 from abharness.core.interleaving import InterleavingResult, decide_interleaving, interleaving_test
-from abharness.core.stats.bootstrap import cluster_bootstrap
 from abharness.core.stats.compare import MetricComparison, compare_metric
 from abharness.core.stats.decision import Decision, decide
 from abharness.core.stats.metrics import BASE_COLUMNS, ONLINE_METRICS, parse_online_metrics
@@ -113,7 +114,8 @@ def analyze(
         raise AnalysisError(f"experiment {experiment_id!r} not found in {store.url}: experiments with impressions "
                             f"there: {known or 'none'}. Check --experiment")
     say("aggregating per unit in the store")
-    table = load_units(store, experiment_id, since=since, until=until, aggregation=opts.aggregation)
+    table = load_units(store, experiment_id, since=since, until=until, aggregation=opts.aggregation,
+                       row_fields=row_fields_for(opts.primary))
     inter = load_interleave(store, experiment_id, since=since, until=until, aggregation=opts.aggregation)
     if table.rows == 0 and inter.impressions.size == 0:
         raise AnalysisError(f"experiment {experiment_id!r} has no A/B or interleaved impressions in the window "
@@ -174,8 +176,12 @@ def analyze(
     # 2. CUPED covariates from the pre-period
     say("reading the pre-period for CUPED")
     pre, cuped = _pre_period(store, experiment_id, since, table, opts)
-    matrix = with_covariates(table, pre if cuped.applied else None)
-    moments = {a: moments_for(matrix, table.mask(a), ALL_COLUMNS) for a in arms}
+    if cuped.applied:
+        matrix = with_covariates(table, pre)
+        moments = {a: moments_for(matrix, table.mask(a), ALL_COLUMNS) for a in arms}
+        del matrix
+    else:  # no covariate is read without CUPED: the base columns only (the pre-period ones would all be 0)
+        moments = {a: moments_for(table.values, table.mask(a), BASE_COLUMNS) for a in arms}
 
     # 3. comparisons
     say("comparing arms")
@@ -214,12 +220,12 @@ def analyze(
         store, experiment_id, since=since, until=until, first_ts=table.first_ts, control=control, treatment=first,
         metric=opts.primary, points=opts.timeseries_points, alpha=opts.alpha, test=opts.test,
         tuning_units=opts.tuning_units, progress=say, keep_units=table.unit_ids if exclusion is not None else None,
-        table=table, aggregation=opts.aggregation,
+        table=logged, aggregation=opts.aggregation,
     )
     interleaving = _interleaving(inter, control, opts, diagnostics) if inter.impressions.size else None
     say("counting traffic per arm over time")
     traffic, bucket_s = traffic_buckets(store, experiment_id, since=since, until=until, first_ts=logged.first_ts,
-                                        arm=logged.arm)
+                                        arm=logged.arm, days=logged.days)
 
     layered = None
     if view is not None:  # layered file: the experiment's place in it and the interaction diagnostic
@@ -259,7 +265,7 @@ def _pre_period(
     any_before = has_impressions(store, pre_exp, since=pp.since, until=pre_until, modes=pp.modes)
     pre = (load_pre_period(store, pre_exp, since=pp.since, until=pre_until, modes=pp.modes,
                            aggregation=opts.aggregation) if any_before else {})
-    with_history = sum(1 for u in table.unit_ids.tolist() if u in pre)
+    with_history = sum(1 for u in table.unit_ids.tolist() if u in pre) if pre else 0
     if with_history == 0:
         note = (f"no unit has pre-period data in {pre_exp!r} modes {list(pp.modes)} before {iso_time(pre_until)}: CUPED not "
                 "applied (give --pre-experiment/--pre-since/--pre-until/--pre-modes to point at one)")
@@ -282,8 +288,8 @@ def _bootstrap(table: Any, control: str, treatment: str, comps: dict[str, Metric
     names = list(comps)
     pairs = [(BASE_COLUMNS.index(ONLINE_METRICS[n].numerator), BASE_COLUMNS.index(ONLINE_METRICS[n].denominator)) for n in names]
     xc, xt = table.values[table.mask(control)], table.values[table.mask(treatment)]
-    res = cluster_bootstrap(xc, xt, pairs, samples=opts.bootstrap_samples, alpha=opts.alpha,
-                            rng=np.random.default_rng(opts.seed))
+    res = cluster_bootstrap_blas(xc, xt, pairs, samples=opts.bootstrap_samples, alpha=opts.alpha,
+                                 rng=np.random.default_rng(opts.seed))
     mc, mt = Moments.from_matrix(BASE_COLUMNS, xc), Moments.from_matrix(BASE_COLUMNS, xt)
     out = {}
     for n, r in zip(names, res):

@@ -443,3 +443,22 @@ class RollupReads:
         if not self._rollup_seen:
             self._rollup_seen = self.schema_version() >= SCHEMA_VERSION
         return self._rollup_seen
+
+    def unit_days(self, experiment_id: str, *, since: float | None = None, until: float | None = None,
+                  modes: Sequence[str] = ("ab",), row_fields: Sequence[str] | None = None) -> Any:
+        """The window's rollup rows as numpy columns (``rollup_arrays.UnitDays``; ``row_fields``: the per-row sums
+        to keep, default all): one read from which the analysis computes the per-unit table, the time-series looks
+        and the traffic per day."""
+        from abharness.stores import rollup_arrays
+
+        return rollup_arrays.read_unit_days(self, experiment_id, since=since, until=until, modes=tuple(modes),
+                                            row_fields=tuple(row_fields or rollup_arrays.DAY_SUMS))
+
+    def partial_sums(self, experiment_id: str, *, since: float | None, until: float | None, days: Any, rows: Any,
+                     cut_index: Any, cuts: Sequence[float], fields: Sequence[str]) -> Any:
+        """Sums of ``fields`` over the impressions of the unit-days ``days[rows]`` before their cutoff
+        (``rollup_arrays.read_partial_sums``)."""
+        from abharness.stores import rollup_arrays
+
+        return rollup_arrays.read_partial_sums(self, experiment_id, since=since, until=until, days=days, rows=rows,
+                                               cut_index=cut_index, cuts=cuts, fields=fields)

@@ -1,0 +1,142 @@
+"""The analysis from one read of the per-unit-per-day rollup (``EventStore.unit_days``), in numpy.
+
+A store that keeps ``unit_rollup`` hands over the window's unit-day rows as columns, once. From them:
+
+* the per-unit table (``table_from_days``): the rows of each (unit, arm) summed, as ``unit_rows_sql`` sums them;
+* the cumulative looks of the time series (``look_moments``): at a cutoff, a unit-day whose last impression is
+  before it counts whole, one whose first impression is at or after it not at all, and one the cutoff cuts
+  through is completed from ``impression_facts`` (``EventStore.partial_sums``, a seek per such unit-day, all of
+  them in one query); per-arm moments are then sums over units;
+* the traffic per UTC day (``traffic_from_days``): one row per unit-day, so units are rows.
+
+Numbers equal the SQL aggregation (and the full scan) to float rounding: the tests hold them to 1e-9.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from abharness.core.stats.metrics import BASE_COLUMNS, ONLINE_METRICS
+from abharness.core.stats.moments import Moments
+from abharness.stores.rollup_arrays import DAY_SUMS
+
+__all__ = ["supports_days", "row_fields_for", "table_from_days", "look_moments", "traffic_from_days",
+           "new_units_per_bucket"]
+
+# BASE_COLUMNS -> the unit-day sum it is (abandoned = impressions - clicked).
+_DAY_OF = {"impressions": "impressions", "clicks": "clicks", "clicked_impressions": "clicked",
+           "successes": "successes", "sum_reciprocal_rank": "sum_rr", "sum_time_to_first_click": "sum_ttfc",
+           "sum_latency_ms": "sum_latency", "errors": "errors", "fallbacks": "fallbacks"}
+
+
+def supports_days(store: Any) -> bool:
+    """Whether the store can hand over its rollup rows as columns (and has the rollup)."""
+    check = getattr(store, "has_rollup", None)
+    return callable(getattr(store, "unit_days", None)) and callable(check) and bool(check())
+
+
+def _day_column(days: Any, name: str) -> np.ndarray:
+    if name == "abandoned":
+        return days.column("impressions") - days.column("clicked")
+    return days.column(_DAY_OF[name])
+
+
+def row_fields_for(metric: str) -> tuple[str, ...]:
+    """The per-row sums of ``UnitDays`` the looks of ``metric`` and the traffic per day read."""
+    spec = ONLINE_METRICS[metric]
+    names = [n for f in ("impressions", spec.numerator, spec.denominator)
+             for n in (("impressions", "clicked") if f == "abandoned" else (_DAY_OF[f],))]
+    return tuple(dict.fromkeys(names))
+
+
+def table_from_days(days: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(unit_ids, arms, first_ts, values over BASE_COLUMNS) of the (unit, arm) groups of ``days``."""
+    if days.unit_ids.size == 0:
+        empty = np.empty(0, dtype=object)
+        return empty, empty, np.empty(0), np.empty((0, len(BASE_COLUMNS)))
+    t = {name: days.totals[:, i] for i, name in enumerate(DAY_SUMS)}
+    imp, clicked = t["impressions"], t["clicked"]
+    values = np.column_stack([imp, t["clicks"], clicked, imp - clicked, t["successes"], t["sum_rr"], t["sum_ttfc"],
+                              t["sum_latency"], t["errors"], t["fallbacks"]])
+    return days.unit_ids, days.arms, days.first_seen, values
+
+
+def look_moments(
+    store: Any, experiment_id: str, *, since: float | None, until: float | None, days: Any,
+    unit_arm: np.ndarray, unit_values: np.ndarray, cuts: Sequence[float | None], arms: Sequence[str],
+    fields: Sequence[str], keep: np.ndarray | None = None,
+) -> list[dict[str, Moments]]:
+    """Per cutoff, per arm: the moments of ``fields`` over the units' sums in ``[since, min(until, cut))``.
+
+    ``days.group`` maps each unit-day row to its unit (row of ``unit_values``, the whole-window sums over
+    BASE_COLUMNS, used as they are for a cutoff of None or one after every row). ``keep``: a mask of the units that
+    count (the units the exclusion rules left). A unit counts in ``n`` when it has an impression before the cutoff."""
+    n_units = unit_values.shape[0]
+    group = days.group
+    need = tuple(dict.fromkeys(("impressions", *fields)))
+    pick = [need.index(f) for f in fields]
+    masks = {}
+    for arm in arms:
+        masks[arm] = unit_arm == arm
+        if keep is not None:
+            masks[arm] &= keep
+    last = float(days.last_ts.max()) if days.rows else -np.inf
+    finite = [(j, float(c)) for j, c in enumerate(cuts) if c is not None and c <= last]
+    partial = rows_all = j_all = None
+    if finite:
+        pair_rows, pair_j = [], []
+        for j, c in finite:
+            rows = np.flatnonzero((days.first_ts < c) & (days.last_ts >= c))  # cut through
+            pair_rows.append(rows)
+            pair_j.append(np.full(rows.size, j, dtype=np.int64))
+        rows_all, j_all = np.concatenate(pair_rows), np.concatenate(pair_j)
+        partial = store.partial_sums(experiment_id, since=since, until=until, days=days, rows=rows_all,
+                                     cut_index=j_all, cuts=[c if c is not None else np.inf for c in cuts],
+                                     fields=need)
+    cols = {name: _day_column(days, name) for name in need} if finite else {}
+    whole_cols = [BASE_COLUMNS.index(name) for name in need]
+    out = []
+    for j, c in enumerate(cuts):
+        if finite and any(j == jj for jj, _ in finite):
+            before = days.last_ts < c
+            mine = j_all == j
+            vals = np.empty((n_units, len(need)))
+            for k, name in enumerate(need):
+                vals[:, k] = np.bincount(group[before], weights=cols[name][before], minlength=n_units)
+                vals[:, k] += np.bincount(group[rows_all[mine]], weights=partial[mine, k], minlength=n_units)
+        else:
+            vals = unit_values[:, whole_cols]
+        looks = {}
+        for arm in arms:
+            x = vals[masks[arm]]
+            m = Moments.from_matrix(tuple(fields), x[:, pick])
+            looks[arm] = Moments(m.columns, np.asarray(float(np.count_nonzero(x[:, 0] > 0))), m.sums, m.cross)
+        out.append(looks)
+    return out
+
+
+def traffic_from_days(days: Any, bucket_s: float) -> list[tuple[float, str, int, int]]:
+    """(bucket start, arm, units, impressions) per UTC day and arm: a unit-day row is one unit (one mode)."""
+    if days.rows == 0:
+        return []
+    arms, group_code = np.unique(days.arms.astype(str), return_inverse=True)
+    key = days.bucket * len(arms) + group_code[days.group]
+    keys, units = np.unique(key, return_counts=True)
+    imps = np.bincount(np.searchsorted(keys, key), weights=days.column("impressions"), minlength=keys.size)
+    return [(float(k // len(arms)) * bucket_s, str(arms[k % len(arms)]), int(u), int(n))
+            for k, u, n in zip(keys.tolist(), units.tolist(), imps.tolist())]
+
+
+def new_units_per_bucket(first_ts: np.ndarray, arm: np.ndarray, bucket_s: float) -> dict[tuple[float, str], int]:
+    """Units first seen per (bucket start, arm), from the units' first impressions."""
+    if first_ts.size == 0:
+        return {}
+    starts = np.floor(first_ts / bucket_s) * bucket_s
+    arms, code = np.unique(arm.astype(str), return_inverse=True)
+    ustarts, sidx = np.unique(starts, return_inverse=True)
+    keys, counts = np.unique(sidx * len(arms) + code, return_counts=True)
+    return {(float(ustarts[k // len(arms)]), str(arms[k % len(arms)])): int(c)
+            for k, c in zip(keys.tolist(), counts.tolist())}

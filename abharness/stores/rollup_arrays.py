@@ -1,0 +1,440 @@
+"""Bulk reads of the rollup into numpy columns, for the analysis of millions of units (both SQL stores).
+
+``abharness.stores.rollup`` keeps ``unit_rollup`` (per unit, arm, mode and UTC day) and ``impression_facts`` up to
+date as events are written. The analysis reads the unit-day rows of a window once (``read_unit_days``): the
+per-unit table, the cumulative looks of the time series and the traffic per day are all computed from that one
+read in numpy. A look's cutoff falls inside some unit-days; only those are completed from ``impression_facts``
+(``read_partial_sums``: one index seek per cut-through unit-day).
+
+Rows travel as columns, never as per-row Python objects where it can be helped: PostgreSQL sends them with
+``COPY ... TO STDOUT (FORMAT csv)`` (its float8 output is the shortest text that reads back to the same double,
+and Arrow's CSV reader parses it exactly); SQLite's rows are transposed chunk by chunk into arrays.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from abharness.errors import StoreError
+from abharness.stores import rollup
+from abharness.stores.queries import to_pyformat
+
+_PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
+
+__all__ = ["DAY_SUMS", "UnitDays", "unit_day_sql", "partial_sums_sql", "read_unit_days", "read_partial_sums"]
+
+#: the per-row sums ``unit_day_sql`` returns, in this order (``sum_latency_sq`` is not read by the analysis).
+DAY_SUMS: tuple[str, ...] = ("impressions", "clicks", "sum_rr", "successes", "sum_ttfc", "clicked", "sum_latency",
+                             "errors", "fallbacks")
+_KEYS = ("unit_id", "arm", "mode")
+_NUMBERS = ("bucket", *DAY_SUMS, "first_ts", "last_ts")
+_CHUNK = 50_000
+_CACHE_KIB = 65_536  # page cache of the analysis's own SQLite connections (the default 2 MiB thrashes on seeks)
+
+
+@dataclass(frozen=True, eq=False)
+class UnitDays:
+    """The rollup rows of a window, ordered by (unit_id, arm), reduced to what the analysis reads.
+
+    Per (unit, arm) group: ``unit_ids``, ``arms`` (object arrays), ``totals`` (groups x ``DAY_SUMS``: the group's
+    rows summed in row order, as SQL's SUM) and ``first_seen`` (its first impression in the window). Per row:
+    ``group``, ``mode``, ``bucket`` (UTC day number), the first / last impression time of the row inside the window
+    and ``sums`` (rows x ``row_fields``, a subset of ``DAY_SUMS``). A row straddling a window edge holds only its
+    impressions inside the window; rows (and groups) without any impression in the window are left out."""
+
+    unit_ids: np.ndarray
+    arms: np.ndarray
+    totals: np.ndarray
+    first_seen: np.ndarray
+    group: np.ndarray
+    mode: np.ndarray
+    bucket: np.ndarray
+    first_ts: np.ndarray
+    last_ts: np.ndarray
+    sums: np.ndarray
+    row_fields: tuple[str, ...] = DAY_SUMS
+
+    @property
+    def rows(self) -> int:
+        return int(self.bucket.size)
+
+    def column(self, name: str) -> np.ndarray:
+        """A per-row sum (one of ``row_fields``)."""
+        return self.sums[:, self.row_fields.index(name)]
+
+
+def _groups(change: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start row of each group, group of each row) from the rows where (unit, arm) changes."""
+    if change.size:
+        change[0] = True
+    return np.flatnonzero(change), np.cumsum(change, dtype=np.int64) - 1
+
+
+def _from_objects(unit: np.ndarray, arm: np.ndarray, mode: np.ndarray, num: np.ndarray,
+                  row_fields: tuple[str, ...]) -> UnitDays:
+    keep = num[:, 1] > 0  # a straddling row may hold no impression inside the window
+    if not keep.all():
+        unit, arm, mode, num = unit[keep], arm[keep], mode[keep], num[keep]
+    if unit.size == 0:
+        return _empty_days(row_fields)
+    change = np.ones(unit.size, dtype=bool)
+    if unit.size > 1:
+        change[1:] = (unit[1:] != unit[:-1]) | (arm[1:] != arm[:-1])
+    starts, group = _groups(change)
+    sums = num[:, 1:-2]
+    return UnitDays(unit[starts], arm[starts], np.add.reduceat(sums, starts, axis=0),
+                    np.minimum.reduceat(num[:, -2], starts), group, mode, num[:, 0].astype(np.int64),
+                    num[:, -2].copy(), num[:, -1].copy(),
+                    np.ascontiguousarray(sums[:, [DAY_SUMS.index(f) for f in row_fields]]), row_fields)
+
+
+def _from_batches(batches: Iterator[Any], row_fields: tuple[str, ...]) -> UnitDays:
+    """``UnitDays`` of Arrow record batches with the columns of ``unit_day_sql``, reduced batch by batch: group
+    totals summed as the rows arrive, per row only ``row_fields`` kept (peak memory). Strings are compared in
+    Arrow; one Python object per group's unit id only, arm and mode as a few shared values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keep_cols = [DAY_SUMS.index(f) for f in row_fields]
+    parts: dict[str, list[Any]] = {k: [] for k in ("change", "ids", "arms", "modes", "bucket", "first", "last",
+                                                   "sums", "totals", "seen")}
+    prev: Any = None  # (unit, arm) of the previous batch's last row
+    for batch in batches:
+        if batch.num_rows and pc.any(pc.less_equal(batch.column(4), 0)).as_py():
+            batch = batch.filter(pc.greater(batch.column(4), 0))  # a straddling row with no impression inside
+        n = batch.num_rows
+        if n == 0:
+            continue
+        unit, arm = batch.column(0), batch.column(1)
+        change = np.empty(n, dtype=bool)
+        change[0] = prev is None or prev != (unit[0].as_py(), arm[0].as_py())
+        if n > 1:
+            same = pc.and_(pc.equal(unit.slice(1), unit.slice(0, n - 1)), pc.equal(arm.slice(1), arm.slice(0, n - 1)))
+            change[1:] = ~same.to_numpy(zero_copy_only=False)
+        prev = (unit[n - 1].as_py(), arm[n - 1].as_py())
+        starts = np.flatnonzero(change)
+        sums = np.column_stack([batch.column(4 + i).to_numpy() for i in range(len(DAY_SUMS))])
+        first = batch.column(4 + len(DAY_SUMS)).to_numpy().astype(float, copy=True)
+        segments = np.r_[0, starts] if not change[0] else starts
+        totals, seen = np.add.reduceat(sums, segments, axis=0), np.minimum.reduceat(first, segments)
+        if not change[0]:  # the batch opens with the rest of the previous batches' last group
+            last = next(i for i in range(len(parts["totals"]) - 1, -1, -1) if len(parts["totals"][i]))
+            parts["totals"][last][-1] += totals[0]
+            parts["seen"][last][-1] = min(parts["seen"][last][-1], seen[0])
+            totals, seen = totals[1:], seen[1:]
+        parts["totals"].append(totals)
+        parts["seen"].append(seen)
+        parts["ids"].append(unit.take(pa.array(starts)).to_numpy(zero_copy_only=False))
+        parts["arms"].append(arm.take(pa.array(starts)).dictionary_encode())
+        parts["modes"].append(batch.column(2).dictionary_encode())
+        parts["change"].append(change)
+        parts["bucket"].append(batch.column(3).to_numpy().astype(np.int64))
+        parts["first"].append(first)
+        parts["last"].append(batch.column(5 + len(DAY_SUMS)).to_numpy().astype(float, copy=True))
+        parts["sums"].append(np.ascontiguousarray(sums[:, keep_cols]))  # a copy: no view keeps a batch alive
+        del batch, unit, arm, sums
+    if not parts["change"]:
+        return _empty_days(row_fields)
+    group = np.cumsum(_concat(parts["change"]), dtype=np.int64) - 1
+    return UnitDays(_concat(parts["ids"]).astype(object, copy=False), _shared(parts["arms"]),
+                    _concat(parts["totals"]), _concat(parts["seen"]), group, _shared(parts["modes"]),
+                    _concat(parts["bucket"]), _concat(parts["first"]), _concat(parts["last"]), _concat(parts["sums"]),
+                    row_fields)
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate and empty ``parts``."""
+    out = np.concatenate(parts)
+    parts.clear()
+    return out
+
+
+def _shared(parts: list[Any]) -> np.ndarray:
+    """Dictionary-encoded Arrow string arrays as one object array sharing one str per distinct value."""
+    values: dict[str, int] = {}
+    codes = []
+    for part in parts:
+        local = part.dictionary.to_pylist()
+        remap = np.array([values.setdefault(v, len(values)) for v in local], dtype=np.int64)
+        codes.append(remap[part.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if local else
+                     np.empty(0, np.int64))
+    table = np.array(list(values), dtype=object)
+    return table[np.concatenate(codes)] if codes else np.empty(0, dtype=object)
+
+
+def _empty_days(row_fields: tuple[str, ...]) -> UnitDays:
+    empty, none = np.empty(0, dtype=object), np.empty(0)
+    return UnitDays(empty, empty, np.empty((0, len(DAY_SUMS))), none, np.empty(0, np.int64), empty,
+                    np.empty(0, np.int64), none, none, np.empty((0, len(row_fields))), row_fields)
+
+
+def unit_day_sql(dialect: str, *, n_modes: int, windowed: bool = True) -> str:
+    """Every rollup row (unit, arm, mode, UTC day) with an impression in ``[:lo, :hi)``, ordered by unit and arm:
+    unit_id, arm, mode, bucket, ``DAY_SUMS``, first and last impression time in the window (numbers as REAL).
+
+    As ``rollup.unit_rows_sql`` but one row per unit-day instead of per unit: rows inside the window as they are, a
+    row straddling ``:lo`` or ``:hi`` replaced by its impressions inside the window (it may then hold none).
+    ``windowed=False`` (no ``since`` nor ``until``): every row is inside, read as it is."""
+    contrib = rollup._fact_contrib(dialect)
+    real = rollup._real(dialect)
+    inside = "(r.first_ts >= :lo AND r.last_ts < :hi)"
+    cols = []
+    for s in (*DAY_SUMS, "first_ts", "last_ts"):
+        if s in ("first_ts", "last_ts"):
+            agg = "MIN(f.ts)" if s == "first_ts" else "MAX(f.ts)"
+        else:
+            agg = "COUNT(*)" if s == "impressions" else f"COALESCE(SUM({contrib[s]}), 0)"
+        value = (f"CASE WHEN {inside} THEN r.{s} ELSE (SELECT {agg} FROM impression_facts f WHERE {rollup._MATCH}) "
+                 "END") if windowed else f"r.{s}"
+        cols.append(f"CAST({value} AS {real})")
+    return (f"SELECT r.unit_id, r.arm, r.mode, CAST(r.bucket AS {real}), {', '.join(cols)} FROM unit_rollup r "
+            f"WHERE r.experiment_id = :experiment_id AND {rollup._modes(n_modes)} "
+            "AND r.last_ts >= :lo AND r.first_ts < :hi ORDER BY r.unit_id, r.arm")
+
+
+def partial_sums_sql(dialect: str, *, n_cuts: int, fields: Sequence[str]) -> str:
+    """Sums of ``fields`` (``rollup.FIELD_SQL`` names) over the impressions of one unit-day before a cutoff, for a
+    list of (unit, arm, mode, day, cutoff index) pairs: the unit-days a time-series look cuts through.
+
+    Columns: the pair's position, then one sum per field; pairs without such an impression give no row.
+    Impressions counted: ``f.ts`` in that UTC day, in ``[:lo, :hi)`` and before ``:cut{j}``. SQLite takes the pairs
+    as a JSON array of ``[unit, arm, mode, day, j]`` (``:pairs``), PostgreSQL as five arrays (``:units``,
+    ``:arms``, ``:modes``, ``:days``, ``:js``). Cutoffs are bound as numbers, never passed through text."""
+    contrib = rollup._fact_contrib(dialect)
+    real = rollup._real(dialect)
+    sums = ", ".join(f"SUM(CAST({contrib.get(rollup.FIELD_SQL[n][1], rollup.FIELD_SQL[n][1])} AS {real}))"
+                     for n in fields)
+    def cut(j: str) -> str:
+        return f"CASE {j} " + " ".join(f"WHEN {i} THEN :cut{i}" for i in range(n_cuts)) + " END"
+
+    if dialect == "sqlite":  # the pairs are loaded into a temporary table first (CUT_DAYS_SQLITE)
+        src = "abh_cut_days p"
+    else:
+        src = (f"(SELECT k - 1 AS k, u, a, m, d, {cut('j')} AS cut FROM unnest(CAST(:units AS TEXT[]), "
+               "CAST(:arms AS TEXT[]), CAST(:modes AS TEXT[]), CAST(:days AS BIGINT[]), CAST(:js AS INTEGER[])) "
+               "WITH ORDINALITY AS q(u, a, m, d, j, k)) AS p")
+    return (
+        f"SELECT p.k, {sums} FROM {src} JOIN impression_facts f ON f.experiment_id = :experiment_id "
+        "AND f.unit_id = p.u AND f.arm = p.a AND f.mode = p.m "
+        f"AND f.ts >= p.d * {rollup.BUCKET_S} - 1.0 AND f.ts < p.cut "
+        f"WHERE {rollup._bucket('f.ts')} = p.d AND f.ts >= :lo AND f.ts < :hi GROUP BY p.k"
+    )
+
+
+def cut_days_sqlite(n_cuts: int) -> tuple[str, str, str]:
+    """SQLite: create, fill (from the JSON array ``:pairs``) and drop the temporary table of the pairs that
+    ``partial_sums_sql`` reads. Its rowid is the pair's position, so the join runs in that order and the
+    GROUP BY needs no sort."""
+    cut = "CASE json_extract(value, '$[4]') " + " ".join(f"WHEN {i} THEN :cut{i}" for i in range(n_cuts)) + " END"
+    return (
+        "CREATE TEMP TABLE abh_cut_days (k INTEGER PRIMARY KEY, u TEXT, a TEXT, m TEXT, d INTEGER, cut REAL)",
+        "INSERT INTO abh_cut_days SELECT key, json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+        f"json_extract(value, '$[2]'), json_extract(value, '$[3]'), {cut} FROM json_each(:pairs)",
+        "DROP TABLE IF EXISTS temp.abh_cut_days",
+    )
+
+
+def _is_sqlite(store: Any) -> bool:
+    return isinstance(getattr(store, "path", None), str) and callable(getattr(store, "_conn", None))
+
+
+def _check_open(store: Any) -> None:
+    """The store's own checks before the file is opened directly: closed, or its file gone or replaced."""
+    if getattr(store, "_closed", False):
+        raise StoreError(f"the store {store.url} is closed; open a new one with open_store()")
+    check = getattr(store, "_check_file", None)
+    if callable(check):
+        check()
+
+
+@contextmanager
+def _sqlite_conn(store: Any) -> Iterator[sqlite3.Connection]:
+    """A private read connection to the store's file (its own page cache and temporary tables), or the store's
+    shared connection for ``:memory:``."""
+    if store.path == ":memory:":
+        with store._conn() as conn:
+            yield conn
+        return
+    _check_open(store)
+    try:
+        conn = sqlite3.connect(store.path, timeout=30.0, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the SQLite store {store.path!r} for reading: {exc}") from exc
+    try:
+        conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+        yield conn
+    finally:
+        conn.close()
+
+
+def _numbered(sql: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``:name`` parameters as ``?N`` with the values in that order (for drivers that bind by position)."""
+    order: dict[str, int] = {}
+
+    def sub(m: re.Match[str]) -> str:
+        return f"?{order.setdefault(m.group(1), len(order) + 1)}"
+
+    text = _PARAM.sub(sub, sql)
+    return text, [params[name] for name in order]
+
+
+def _sqlite_batches(store: Any, sql: str, params: dict[str, Any]) -> Iterator[Any] | None:
+    """The result as Arrow record batches through the ADBC SQLite driver (rows converted in C, about 3x less time
+    than Python's sqlite3 for a million rows; batches, so the whole result is never held twice), or None when the
+    driver is not installed or the store is in memory."""
+    if store.path == ":memory:":
+        return None
+    try:
+        import adbc_driver_sqlite.dbapi as adbc
+    except ImportError:  # pragma: no cover - a dependency; the sqlite3 path stays correct without it
+        return None
+    text, values = _numbered(sql, params)
+    _check_open(store)
+
+    def batches() -> Iterator[Any]:
+        try:
+            with adbc.connect(store.path) as conn, conn.cursor() as cur:
+                cur.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+                cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_CHUNK)})
+                cur.execute(text, values)
+                reader = cur.fetch_record_batch()
+                yield from reader
+        except Exception as exc:  # noqa: BLE001 - the driver's errors are not sqlite3's
+            raise StoreError(f"SQLite query failed on {store.path!r}: {exc}") from exc
+
+    return batches()
+
+
+def _sqlite_rows(store: Any, sql: str, params: Any) -> list[list[tuple[Any, ...]]]:
+    """Chunks of rows (lists of tuples) of one SQLite query."""
+    chunks = []
+    with _sqlite_conn(store) as conn:
+        try:
+            cur = conn.execute(sql, params)
+            while rows := cur.fetchmany(_CHUNK):
+                chunks.append(rows)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite query failed on {store.path!r}: {exc}") from exc
+    return chunks
+
+
+def _pg_csv(store: Any, what: str, sql: str, params: dict[str, Any], names: Sequence[str],
+            types: dict[str, Any]) -> Any:
+    """A PostgreSQL query's result as an Arrow table, through ``COPY ... TO STDOUT (FORMAT csv)``."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    def run() -> bytes:
+        buf = io.BytesIO()
+        with store._pool.connection() as conn, conn.transaction():
+            conn.execute("SET LOCAL jit = off")
+            conn.execute("SET LOCAL extra_float_digits = 1")  # shortest text that reads back to the same double
+            with conn.cursor().copy(f"COPY ({to_pyformat(sql)}) TO STDOUT (FORMAT csv)", params) as copy:
+                for data in copy:
+                    buf.write(data)
+        return buf.getvalue()
+
+    data = store._retry(what, run)
+    if not data:
+        return pa.table({n: pa.array([], type=types[n]) for n in names})
+    table = csv.read_csv(
+        io.BytesIO(data), read_options=csv.ReadOptions(column_names=list(names)),
+        convert_options=csv.ConvertOptions(column_types=types, strings_can_be_null=False,
+                                           quoted_strings_can_be_null=False),
+    )
+    del data
+    return table
+
+
+def read_unit_days(store: Any, experiment_id: str, *, since: float | None, until: float | None,
+                   modes: Sequence[str], row_fields: Sequence[str] = DAY_SUMS) -> UnitDays:
+    """The unit-day rows of ``unit_day_sql`` as ``UnitDays`` keeping ``row_fields`` per row."""
+    row_fields = tuple(row_fields)
+    params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
+    windowed = since is not None or until is not None
+    if not _is_sqlite(store):
+        import pyarrow as pa
+
+        names = (*_KEYS, *_NUMBERS)
+        types = {**{k: pa.string() for k in _KEYS}, **{n: pa.float64() for n in _NUMBERS}}
+        table = _pg_csv(store, "reading the rollup", unit_day_sql("postgresql", n_modes=len(modes),
+                                                                   windowed=windowed), params, names, types)
+        holder = table.to_batches(max_chunksize=_CHUNK)
+        del table
+        return _from_batches(_drain(holder), row_fields)
+    sql = unit_day_sql("sqlite", n_modes=len(modes), windowed=windowed)
+    batches = _sqlite_batches(store, sql, params)
+    if batches is not None:
+        return _from_batches(batches, row_fields)
+    keys: list[list[np.ndarray]] = [[], [], []]
+    nums: list[np.ndarray] = []
+    for rows in _sqlite_rows(store, sql, params):
+        cols = list(zip(*rows))
+        del rows
+        for i in range(3):
+            keys[i].append(np.array(cols[i], dtype=object))
+        nums.append(np.array(cols[3:], dtype=float).T)
+        del cols
+    if not nums:
+        return _empty_days(row_fields)
+    text = [np.concatenate(k) for k in keys]
+    return _from_objects(text[0], text[1], text[2], np.concatenate(nums), row_fields)
+
+
+def _drain(items: list[Any]) -> Iterator[Any]:
+    """Yield and forget the items of a list (each released once the consumer is done with it)."""
+    items.reverse()
+    while items:
+        yield items.pop()
+
+
+def read_partial_sums(store: Any, experiment_id: str, *, since: float | None, until: float | None,
+                      days: UnitDays, rows: np.ndarray, cut_index: np.ndarray, cuts: Sequence[float],
+                      fields: Sequence[str]) -> np.ndarray:
+    """Sums of ``fields`` over the impressions of unit-day ``rows[i]`` (indexes into ``days``) before
+    ``cuts[cut_index[i]]`` (and inside the window): an array (len(rows), len(fields)), 0 where there is none."""
+    out = np.zeros((rows.size, len(fields)))
+    if rows.size == 0:
+        return out
+    order = np.argsort(rows, kind="stable")  # in index order: consecutive seeks read neighbouring pages
+    rows, cut_index = rows[order], cut_index[order]
+    params = rollup.read_params(experiment_id, since=since, until=until, modes=(), cuts=cuts)
+    g = days.group[rows]
+    units, arms, modes = days.unit_ids[g].tolist(), days.arms[g].tolist(), days.mode[rows].tolist()
+    buckets, js = days.bucket[rows].tolist(), cut_index.tolist()
+    if _is_sqlite(store):
+        params["pairs"] = json.dumps([list(p) for p in zip(units, arms, modes, buckets, js)])
+        create, fill, drop = cut_days_sqlite(len(cuts))
+        sql = partial_sums_sql("sqlite", n_cuts=len(cuts), fields=fields)
+        with _sqlite_conn(store) as conn:
+            try:
+                conn.execute(drop)
+                conn.execute(create)
+                conn.execute(fill, params)
+                got_rows = conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite query failed on {store.path!r}: {exc}") from exc
+            finally:
+                conn.execute(drop)
+        if got_rows:
+            got = np.array(got_rows, dtype=float).reshape(len(got_rows), 1 + len(fields))
+            out[got[:, 0].astype(np.int64)] = got[:, 1:]
+    else:
+        params.update(units=units, arms=arms, modes=modes, days=buckets, js=js)
+        sql = to_pyformat(partial_sums_sql("postgresql", n_cuts=len(cuts), fields=fields))
+        got_rows = store._fetch("reading the unit-days the looks cut through", sql, params)
+        if got_rows:
+            got = np.array(got_rows, dtype=float).reshape(len(got_rows), 1 + len(fields))
+            out[got[:, 0].astype(np.int64)] = got[:, 1:]
+    result = np.empty_like(out)
+    result[order] = out
+    return result
