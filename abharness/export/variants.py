@@ -18,6 +18,12 @@ Axes 0 and 1 are dynamic, so each batch is padded only to its own longest text.
   queries, or the test queries when there is no train split, with percentile calibration).
 * ``int8-block``: weight-only block-wise int8 (``MatMulNBits``, blocks of 32 along the reduction axis, symmetric,
   accuracy level 4), which keeps activation outliers out of the weight scales.
+* ``int8-smooth``: SmoothQuant-style scaling (alpha 0.5, activation maxima calibrated like ``int8-static``) on the
+  inputs of every weight MatMul, then dynamic per-channel int8 of all of them (``abharness.export.mixed.smooth``).
+* ``int8-mixed``: mixed precision from the per-MatMul sensitivity search (``loadtest/encoder_sensitivity.py``):
+  dynamic per-channel int8 of the MatMuls in ``MIXED_UNITS`` only, the rest fp32.
+* ``int8-fused-ffn``: the fused graph (``fp32-fused``) with only the feed-forward MatMuls (in and out) in int8,
+  attention kept in fused fp32; ``int8-fused-ffn-in``: the same with only the FFN input projections in int8.
 """
 
 from __future__ import annotations
@@ -33,12 +39,16 @@ from typing import Any
 import numpy as np
 
 from abharness.errors import ModelError
+from abharness.export.mixed import ROLES, quantize_matmuls, select_roles, select_units, smooth
 
 __all__ = ["VARIANTS", "FP32_VARIANTS", "INT8_VARIANTS", "export_fp32", "build_variant", "model_geometry"]
 
 FP32_VARIANTS = ("fp32", "fp32-fused")
 INT8_VARIANTS = ("int8-dyn", "int8-dyn-pc", "int8-fused", "int8-keep-ffn-out", "int8-keep-last", "int8-static",
-                 "int8-block")
+                 "int8-block", "int8-smooth", "int8-mixed", "int8-fused-ffn", "int8-fused-ffn-in")
+# the "LAYER:ROLE" units int8-mixed quantizes (the rest stay fp32): the set loadtest/encoder_sensitivity.py chose
+# for MiniLM-L6 on SciFact train queries (every FFN MatMul alone already costs more than 1 % of the top-10 overlap)
+MIXED_UNITS = ("1:attn-out",)
 VARIANTS = FP32_VARIANTS + INT8_VARIANTS
 OPSET = 17
 
@@ -175,6 +185,22 @@ def _block(src: Path, dst: Path) -> None:
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
 
 
+def _units_or_fail(model_file: Path, units: Sequence[str]) -> list[str]:
+    names = select_units(model_file, units)
+    if not names:
+        raise ValueError(f"no MatMul of {model_file.name} is named like the units {', '.join(units)} of a BERT layer "
+                         "(the classic exporter's names); this variant needs them")
+    return names
+
+
+def _roles_or_fail(model_file: Path, roles: Sequence[str]) -> list[str]:
+    names = select_roles(model_file, roles)
+    if not names:  # a ValueError is recorded in the frontier as this variant's error, the others still run
+        raise ValueError(f"no MatMul of {model_file.name} is named like a BERT layer's {'/'.join(roles)} projection "
+                         "(the classic exporter's names); this variant needs them")
+    return names
+
+
 def build_variant(
     variant: str, fp32_file: Path, dst: Path, *, work: Path, geometry: dict[str, int],
     calibration: Callable[[], list[dict[str, np.ndarray]]] | None = None,
@@ -183,7 +209,7 @@ def build_variant(
     if variant not in VARIANTS:
         raise ModelError(f"unknown ONNX variant {variant!r}; valid: {', '.join(VARIANTS)}")
     fused = work / "fp32-fused.onnx"
-    if variant in {"fp32-fused", "int8-fused"} and not fused.is_file():
+    if variant in {"fp32-fused", "int8-fused", "int8-fused-ffn", "int8-fused-ffn-in"} and not fused.is_file():
         _fuse(fp32_file, fused, geometry)
     if variant == "fp32":
         shutil.copyfile(fp32_file, dst)
@@ -201,6 +227,18 @@ def build_variant(
         _dynamic(fp32_file, dst, per_channel=True, exclude=_last_layer_nodes(_matmuls(fp32_file), geometry["layers"]))
     elif variant == "int8-block":
         _block(fp32_file, dst)
+    elif variant == "int8-mixed":
+        quantize_matmuls(fp32_file, dst, _units_or_fail(fp32_file, MIXED_UNITS))
+    elif variant == "int8-fused-ffn":
+        quantize_matmuls(fused, dst, _roles_or_fail(fused, ("ffn-in", "ffn-out")))
+    elif variant == "int8-fused-ffn-in":
+        quantize_matmuls(fused, dst, _roles_or_fail(fused, ("ffn-in",)))
+    elif variant == "int8-smooth":
+        if calibration is None:
+            raise ModelError("int8-smooth needs calibration texts; pass a data set with queries")
+        names = _roles_or_fail(fp32_file, ROLES)
+        smooth(fp32_file, work / "smoothed.onnx", names, calibration(), alpha=0.5)
+        quantize_matmuls(work / "smoothed.onnx", dst, names)
     else:
         if calibration is None:
             raise ModelError("int8-static needs calibration texts; pass a data set with queries")
