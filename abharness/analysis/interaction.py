@@ -10,7 +10,9 @@ numpy on 64-bit hashes of the unit ids (``np.intersect1d`` on integers; every ma
 no per-unit Python objects and no sort of string arrays.
 Units with rows in two arms of A or of B (re-assignment) are left out of the join and counted.
 
-Multiple testing: one test per (other experiment, treatment of A, treatment of B), typically one per pair of layers.
+Multiple testing: one test per (other experiment, treatment of A, treatment of B): one per pair of layers when each
+runs one two-arm experiment; a layer with several mutually exclusive experiments gives one per experiment (each on
+its own units; a pooled test could hide opposite interactions).
 Each raises an alarm at ``p < INTERACTION_ALARM_P`` (0.001); Holm-adjusted p-values across the tests of this report
 are given beside the raw ones, and the note says how many tests were run.
 """
