@@ -31,7 +31,7 @@ it with ``abharness.analysis.analyze``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ from abharness.simulate.sensitivity import draw_unit_queries
 
 __all__ = ["SciFactLists", "scifact_lists", "sim_config", "SimSpec", "sim_config_dict", "Traffic", "simulate_traffic",
            "planted_effects", "write_traffic", "LOCALES", "DEPTH", "Recovered", "ANALYSED", "analyse_store", "run",
-           "effects_table", "click_probabilities", "interaction_in_memory", "toy_lists"]
+           "effects_table", "click_probabilities", "interaction_in_memory", "toy_lists", "coverage_in_memory",
+           "estimates_in_memory"]
 
 DEPTH = 12  # the largest k any arm shows
 LOCALES = (("en", 0.6), ("de", 0.25), ("fr", 0.15))
@@ -299,6 +300,7 @@ class Recovered:
     interaction_alarm: bool
     bucket_check_p: float  # chi-square of the depth layer's unit counts against its bucket ranges
     reports: Mapping[str, Any]
+    memory: Mapping[str, float] = field(default_factory=dict)  # the same effects computed without the store
 
 
 ANALYSED = ("ranker", "k5", "k8", "k12-de", HOLDOUT_ID)
@@ -342,7 +344,9 @@ def run(lists: SciFactLists, spec: SimSpec, store_url: str, *, progress: Callabl
     try:
         write_traffic(traffic, lists, store, progress=progress)
         de_units = int(((traffic.locale == "de") & ~traffic.holdout).sum())
-        return planted_effects(lists, spec, config), analyse_store(store, config, de_units=de_units)
+        rec = analyse_store(store, config, de_units=de_units)
+        memory = {eid: d for eid, (d, _) in estimates_in_memory(traffic).items()}
+        return planted_effects(lists, spec, config), replace(rec, memory=memory)
     finally:
         store.close()
 
@@ -361,3 +365,31 @@ def interaction_in_memory(traffic: Traffic, metric: str = "clicks_per_query") ->
     cells = {(ai, bi): Moments.from_matrix(("clicks", "impressions"), x[(a[rows] == ai) & (b[rows] == bi)])
              for ai in ("baseline", "candidate") for bi in ("k10", "k5")}
     return interaction_check(cells, ONLINE_METRICS[metric], a_arms=("baseline", "candidate"), b_arms=("k10", "k5"))
+
+
+def estimates_in_memory(traffic: Traffic) -> dict[str, tuple[float, float]]:
+    """Each experiment's (treatment - control) clicks per query and its delta-method SE, on the simulated per-unit
+    sums directly (no store): the cheap twin of the stored analysis, for coverage over many seeds."""
+    from abharness.core.stats.moments import Moments
+    from abharness.core.stats.ratio import ratio_estimate
+
+    rows = np.arange(len(traffic.unit_ids))
+    clicks, searches = unit_sums(traffic, rows)
+    x = np.column_stack([clicks, searches])
+    groups = {eid: (arm_of(traffic, eid), ctl, trt) for eid, ctl, trt in (
+        ("ranker", "baseline", "candidate"), ("k5", "k10", "k5"), ("k8", "k10", "k8"), ("k12-de", "k10", "k12"))}
+    groups[HOLDOUT_ID] = (np.where(traffic.holdout, "holdout", "rest").astype(object), "holdout", "rest")
+    out = {}
+    for eid, (arms, ctl, trt) in groups.items():
+        est = [tuple(float(np.asarray(v)) for v in ratio_estimate(
+            Moments.from_matrix(("clicks", "impressions"), x[arms == a]), "clicks", "impressions")) for a in (ctl, trt)]
+        out[eid] = (est[1][0] - est[0][0], float(np.hypot(est[0][1], est[1][1])))
+    return out
+
+
+def coverage_in_memory(traffic: Traffic, planted: Mapping[str, float], alpha: float = 0.05) -> dict[str, bool]:
+    """Whether each experiment's (1 - alpha) interval from ``estimates_in_memory`` holds its planted effect."""
+    from scipy import stats as sps
+
+    q = float(sps.norm.ppf(1 - alpha / 2))
+    return {eid: abs(d - planted[eid]) <= q * se for eid, (d, se) in estimates_in_memory(traffic).items()}
