@@ -188,3 +188,26 @@ def test_three_mutually_exclusive_experiments_match_their_bucket_ranges_srm_clea
     assert not srm_test(per_exp, {"e1": 0.2, "e2": 0.3, "e3": 0.5}).alarm
     for e in exps:
         assert not srm_test(per_arm[e.experiment_id], dict(e.weights)).alarm
+
+
+def test_evolve_applies_lifecycle_changes_and_keeps_every_rule() -> None:
+    from abharness.core.layers import evolve, row_impression_id
+
+    K_ARMS = (Arm("a", "control", {"k": 10}), Arm("b", "treatment", {"k": 20}))
+    d = Design([Layer("depth", "L-d", frozenset({"k"}), (_exp("a", 0, 4000, arms=K_ARMS),))], defaults={"k": 10})
+    d2 = evolve(d, added=[("depth", _exp("b", 4000, 6000, arms=K_ARMS, status="draft"))])
+    assert [e.experiment_id for e in d2.layers[0].experiments] == ["a", "b"] and d2.layers[0].free_ranges() == [
+        (6000, BUCKETS)]
+    units = [f"u{i}" for i in range(2000)]
+    assert all(d2.assign(u).arm_in("b") is None for u in units)  # a draft enrols nobody
+    d3 = evolve(d2, status={"b": ("running", None), "a": ("stopped", None)})
+    assert any(d3.assign(u).arm_in("b") for u in units) and all(d3.assign(u).arm_in("a") is None for u in units)
+    assert [d3.assign(u).arm_in("b") for u in units] == [evolve(d2, status={"b": ("running", None)}).assign(
+        u).arm_in("b") for u in units]  # stopping "a" moved nobody in "b"
+    with pytest.raises(ValueError, match="share buckets"):
+        evolve(d, added=[("depth", _exp("c", 3000, 5000, arms=K_ARMS))])
+    with pytest.raises(ValueError, match="no layer"):
+        evolve(d, added=[("nope", _exp("c", 3000, 5000, arms=K_ARMS))])
+    with pytest.raises(ValueError, match="no experiment"):
+        evolve(d, status={"zz": ("stopped", None)})
+    assert row_impression_id("abc", "exp1", "exp1") == "abc" and row_impression_id("abc", "k", "exp1") == "abc~k"

@@ -195,3 +195,41 @@ def test_two_layers_choosing_the_backend_are_refused_at_start_with_one_line(tmp_
 def test_what_the_proxy_cannot_serve_is_refused_by_create_app(backends, store, over, message) -> None:
     with pytest.raises(ConfigError, match=message):
         create_app(make_config(**over), store=store, backends=backends)
+
+
+async def test_override_pause_and_fallback_of_a_layered_file(backends, store):
+    from abharness.testing.configs import TEST_ADMIN_TOKEN
+    from abharness.testing.fakes import DictBackend, tiny_corpus
+
+    auth = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
+    cfg = make_config(buckets=[0, 5000], layers=[K_LAYER, GERMAN])
+    design = cfg.design()
+    unit = next(f"o{i}" for i in range(1000) if design.assign(f"o{i}", {"locale": "de-DE"}).arm_in("ft-de") == "c")
+    async with serving(_app(cfg, backends, store)) as client:
+        # a QA override forces the backend and logs the unit in the top-level experiment with that arm
+        await client.put(f"/admin/overrides/{unit}", headers=auth, json={"arm": "finetuned"})
+        body = await _search(client, unit, context={"locale": "de-DE"})
+        assert body["arm"] == "finetuned" and body["experiments"]["exp1"] == "finetuned"
+        assert "ft-de" not in body["experiments"]
+        assert store.impressions[body["impression_id"]].context["override"] == "finetuned"
+        # a ramp of the top-level experiment reaches the layered design
+        r = await client.put("/admin/allocation", headers=auth, json={"weights": {"baseline": 0.0, "finetuned": 1.0}})
+        assert r.status_code == 200
+        for i in range(30):
+            got = (await _search(client, f"r{i}"))["experiments"] or {}
+            assert got.get("exp1", "finetuned") == "finetuned"
+        # paused: control, no row, no token
+        n = len(store.impressions)
+        await client.post("/admin/pause", headers=auth)
+        body = await _search(client, "u1")
+        assert body["impression_token"] is None and body["arm"] == "baseline" and len(store.impressions) == n
+        await client.post("/admin/resume", headers=auth)
+    # a failing treatment falls back to control; the rows keep the unit's arms and say fallback
+    failing = {"baseline": backends["baseline"], "finetuned": DictBackend(tiny_corpus(40), name="ft", fail=True)}
+    async with serving(_app(cfg, failing, store)) as client:
+        unit = next(f"f{i}" for i in range(1000) if design.assign(f"f{i}").params["backend"] == "finetuned")
+        body = await _search(client, unit)
+        rows = [i for i in store.impressions.values() if i.context.get("impression") == body["impression_id"]]
+        assert body["fallback"] is True and rows and all(r.fallback for r in rows)
+        assert {r.experiment_id: r.arm for r in rows} == body["experiments"]
+        assert all(set(r.fingerprints) == {"baseline"} for r in rows)
