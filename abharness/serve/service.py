@@ -336,8 +336,8 @@ class ProxyService:
         if shadow_task:
             self._start_shadow(impression)
         elif routed is not None and self.layered is not None:
-            for row in self.layered.impressions(impression, routed):
-                self._log(row)
+            for i, row in enumerate(self.layered.impressions(impression, routed)):
+                self._log(row, counted_as=arm if i == 0 else None)  # one per search, by the backend arm
         else:
             self._log(impression)
         status = ("fallback" if fallback else "ok") if exposed else "unenrolled"
@@ -368,12 +368,14 @@ class ProxyService:
                              offset=offset, has_more=len(results) == k,
                              page_token=sign_page(page_state, self._secret), enrollments=claims.enrollments)
 
-    def _log(self, impression: Impression) -> None:
+    def _log(self, impression: Impression, *, counted_as: str | None = "") -> None:
+        """Submit one row; ``abharness_impressions_total`` counts it under ``counted_as`` (default: its arm;
+        None: not counted, for the further rows of a layered search)."""
         if self.writer is None:
             return
         if self.writer.submit(impression):
-            if impression.experiment_id == self.config.experiment_id:  # a layered search: its top-level row only
-                self.metrics.impressions.labels(impression.arm).inc()
+            if counted_as is not None:
+                self.metrics.impressions.labels(counted_as or impression.arm).inc()
         elif self.config.events.on_full == "reject":
             self.metrics.search_requests.labels(impression.arm, impression.mode, "rejected").inc()
             raise QueueFull("the event queue is full (events.on_full=reject); retry later")

@@ -46,7 +46,8 @@ async def _search(client, unit, **extra):
 async def test_a_layered_search_writes_one_row_per_enrolled_experiment_and_a_click_credits_each(backends, store):
     cfg = make_config(buckets=[0, 5000], layers=[K_LAYER, GERMAN], holdout={"salt": "h-1", "share": 0.1})
     design = cfg.design()
-    async with serving(_app(cfg, backends, store)) as client:
+    app = _app(cfg, backends, store)
+    async with serving(app) as client:
         for i in range(120):
             unit, ctx = f"u{i}", {"locale": "de-DE" if i % 2 else "fr-FR"}
             body = await _search(client, unit, context=ctx)
@@ -86,6 +87,9 @@ async def test_a_layered_search_writes_one_row_per_enrolled_experiment_and_a_cli
                 seen = {(f.experiment_id, f.arm, f.impression_id) for f in store.feedback_rows.values()
                         if f.impression_id.split("~")[0] == base}
                 assert seen == clicks
+    counted = sum(app.state.registry.get_sample_value("abharness_impressions_total", {"arm": a}) or 0
+                  for a in ("baseline", "finetuned"))
+    assert counted == 120  # one per search, not one per row
     # every experiment was seen; held-out units were in nothing else
     by_exp = Counter(i.experiment_id for i in store.impressions.values())
     assert set(by_exp) == {"exp1", "ft-de", "k-test", "holdout"}
