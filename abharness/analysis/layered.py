@@ -24,7 +24,8 @@ from typing import Any
 from abharness.config_layers import MAIN_LAYER, is_layered
 from abharness.errors import ConfigError
 
-__all__ = ["ArmsView", "arms_view", "created_experiments", "layered_experiments", "holdout_id", "is_layered_config", "HOLDOUT_ARM", "REST_ARM", "HOLDOUT_LABEL"]
+__all__ = ["ArmsView", "arms_view", "created_experiments", "layered_experiments", "holdout_id", "is_layered_config",
+           "HOLDOUT_ARM", "REST_ARM", "HOLDOUT_LABEL"]
 
 HOLDOUT_ARM = "holdout"
 REST_ARM = "rest"
@@ -139,7 +140,8 @@ def arms_view(config: Any, experiment_id: str,
             known = [e.experiment_id for la in design.layers for e in la.experiments] + list(created) + (
                 [hid] if hid else [])
             raise ConfigError(f"experiment {experiment_id!r} is not in the experiment file nor created through the "
-                              f"admin API; its experiments are {known}: check --experiment or --config") from None
+                              f"admin API; its experiments are {known}: check --experiment, or for an experiment no "
+                              "longer in the file analyse without --config and give --control and --weights") from None
         layer_name, exp = created[experiment_id]
     weights = {a.name: float(exp.weights[a.name]) for a in exp.arms}
     label = "" if layer_name == MAIN_LAYER and experiment_id == config.experiment_id else (

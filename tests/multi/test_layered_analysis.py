@@ -1,6 +1,7 @@
 """``analyze`` per experiment of a layered store: arms from the layered file, the holdout, the interaction diagnostic
 (text, JSON, HTML, CLI), and the join it rests on. The data are written in the layered storage convention by
-``abharness.simulate.layered`` (a toy query pool here; the SciFact simulation is tests/multi/test_layered_simulation.py).
+``abharness.simulate.layered`` (a toy query pool here; the SciFact simulation is in
+tests/multi/test_layered_simulation.py).
 """
 
 from __future__ import annotations
