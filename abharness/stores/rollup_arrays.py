@@ -14,10 +14,12 @@ and Arrow's CSV reader parses it exactly); SQLite's rows are transposed chunk by
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,8 @@ DAY_SUMS: tuple[str, ...] = ("impressions", "clicks", "sum_rr", "successes", "su
 _KEYS = ("unit_id", "arm", "mode")
 _NUMBERS = ("bucket", *DAY_SUMS, "first_ts", "last_ts")
 _CHUNK = 50_000
+_WORKERS = 2  # concurrent readers of the cut-through unit-days (the project's machines have 2 cores)
+_MIN_PART = 5_000  # pairs per reader at least (below, one reader)
 _CACHE_KIB = 65_536  # page cache of the analysis's own SQLite connections (the default 2 MiB thrashes on seeks)
 
 
@@ -216,17 +220,17 @@ def partial_sums_sql(dialect: str, *, n_cuts: int, fields: Sequence[str]) -> str
     def cut(j: str) -> str:
         return f"CASE {j} " + " ".join(f"WHEN {i} THEN :cut{i}" for i in range(n_cuts)) + " END"
 
-    if dialect == "sqlite":  # the pairs are loaded into a temporary table first (CUT_DAYS_SQLITE)
-        src = "abh_cut_days p"
-    else:
-        src = (f"(SELECT k - 1 AS k, u, a, m, d, {cut('j')} AS cut FROM unnest(CAST(:units AS TEXT[]), "
-               "CAST(:arms AS TEXT[]), CAST(:modes AS TEXT[]), CAST(:days AS BIGINT[]), CAST(:js AS INTEGER[])) "
-               "WITH ORDINALITY AS q(u, a, m, d, j, k)) AS p")
+    match = ("f.experiment_id = :experiment_id AND f.unit_id = p.u AND f.arm = p.a AND f.mode = p.m "
+             f"AND f.ts >= CAST(p.d AS {real}) * {rollup.BUCKET_S} - 1.0 AND f.ts < p.cut "
+             f"AND {rollup._bucket('f.ts')} = p.d AND f.ts >= :lo AND f.ts < :hi")
+    if dialect == "sqlite":  # the pairs are loaded into a temporary table first (``cut_days_sqlite``)
+        return f"SELECT p.k, {sums} FROM abh_cut_days p JOIN impression_facts f ON {match} GROUP BY p.k"
+    # PostgreSQL: one aggregate per pair (LATERAL), so no sort of every matching impression by pair
     return (
-        f"SELECT p.k, {sums} FROM {src} JOIN impression_facts f ON f.experiment_id = :experiment_id "
-        "AND f.unit_id = p.u AND f.arm = p.a AND f.mode = p.m "
-        f"AND f.ts >= p.d * {rollup.BUCKET_S} - 1.0 AND f.ts < p.cut "
-        f"WHERE {rollup._bucket('f.ts')} = p.d AND f.ts >= :lo AND f.ts < :hi GROUP BY p.k"
+        f"SELECT p.k, s.* FROM (SELECT k - 1 AS k, u, a, m, d, {cut('j')} AS cut FROM unnest(CAST(:units AS TEXT[]), "
+        "CAST(:arms AS TEXT[]), CAST(:modes AS TEXT[]), CAST(:days AS BIGINT[]), CAST(:js AS INTEGER[])) "
+        f"WITH ORDINALITY AS q(u, a, m, d, j, k)) AS p, LATERAL (SELECT {sums} FROM impression_facts f "
+        f"WHERE {match}) AS s"
     )
 
 
@@ -327,32 +331,54 @@ def _sqlite_rows(store: Any, sql: str, params: Any) -> list[list[tuple[Any, ...]
     return chunks
 
 
-def _pg_csv(store: Any, what: str, sql: str, params: dict[str, Any], names: Sequence[str],
-            types: dict[str, Any]) -> Any:
-    """A PostgreSQL query's result as an Arrow table, through ``COPY ... TO STDOUT (FORMAT csv)``."""
-    import pyarrow as pa
+class _CopyReader(io.RawIOBase):
+    """A file over the chunks of a ``COPY ... TO STDOUT`` (for Arrow's streaming CSV reader)."""
+
+    def __init__(self, chunks: Iterator[Any]) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, out: Any) -> int:
+        while not self._buf:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return 0
+            self._buf = memoryview(bytes(nxt))
+        n = min(len(out), len(self._buf))
+        out[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def _pg_batches(store: Any, what: str, sql: str, params: dict[str, Any], names: Sequence[str],
+                types: dict[str, Any]) -> Iterator[Any]:
+    """A PostgreSQL query's result as Arrow record batches, streamed: ``COPY ... TO STDOUT (FORMAT csv)`` parsed
+    by Arrow's CSV reader as the bytes arrive (never the whole result in memory)."""
     from pyarrow import csv
 
-    def run() -> bytes:
-        buf = io.BytesIO()
-        with store._pool.connection() as conn, conn.transaction():
+    with store._pool.connection() as conn, conn.transaction():
+        try:
             conn.execute("SET LOCAL jit = off")
             conn.execute("SET LOCAL extra_float_digits = 1")  # shortest text that reads back to the same double
             with conn.cursor().copy(f"COPY ({to_pyformat(sql)}) TO STDOUT (FORMAT csv)", params) as copy:
-                for data in copy:
-                    buf.write(data)
-        return buf.getvalue()
-
-    data = store._retry(what, run)
-    if not data:
-        return pa.table({n: pa.array([], type=types[n]) for n in names})
-    table = csv.read_csv(
-        io.BytesIO(data), read_options=csv.ReadOptions(column_names=list(names)),
-        convert_options=csv.ConvertOptions(column_types=types, strings_can_be_null=False,
-                                           quoted_strings_can_be_null=False),
-    )
-    del data
-    return table
+                chunks = iter(copy)
+                head = next(chunks, None)
+                if head is None:  # no row (Arrow refuses an empty CSV)
+                    return
+                reader = csv.open_csv(
+                    io.BufferedReader(_CopyReader(itertools.chain([head], chunks)), buffer_size=1 << 20),
+                    read_options=csv.ReadOptions(column_names=list(names), block_size=4 << 20),
+                    convert_options=csv.ConvertOptions(column_types=types, strings_can_be_null=False,
+                                                       quoted_strings_can_be_null=False),
+                )
+                yield from reader
+        except Exception as exc:  # noqa: BLE001 - psycopg's and Arrow's errors alike
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"{what} on {getattr(store, 'safe_url', store.url)} failed: {exc}") from exc
 
 
 def read_unit_days(store: Any, experiment_id: str, *, since: float | None, until: float | None,
@@ -366,11 +392,8 @@ def read_unit_days(store: Any, experiment_id: str, *, since: float | None, until
 
         names = (*_KEYS, *_NUMBERS)
         types = {**{k: pa.string() for k in _KEYS}, **{n: pa.float64() for n in _NUMBERS}}
-        table = _pg_csv(store, "reading the rollup", unit_day_sql("postgresql", n_modes=len(modes),
-                                                                   windowed=windowed), params, names, types)
-        holder = table.to_batches(max_chunksize=_CHUNK)
-        del table
-        return _from_batches(_drain(holder), row_fields)
+        sql = unit_day_sql("postgresql", n_modes=len(modes), windowed=windowed)
+        return _from_batches(_pg_batches(store, "reading the rollup", sql, params, names, types), row_fields)
     sql = unit_day_sql("sqlite", n_modes=len(modes), windowed=windowed)
     batches = _sqlite_batches(store, sql, params)
     if batches is not None:
@@ -390,29 +413,41 @@ def read_unit_days(store: Any, experiment_id: str, *, since: float | None, until
     return _from_objects(text[0], text[1], text[2], np.concatenate(nums), row_fields)
 
 
-def _drain(items: list[Any]) -> Iterator[Any]:
-    """Yield and forget the items of a list (each released once the consumer is done with it)."""
-    items.reverse()
-    while items:
-        yield items.pop()
-
-
 def read_partial_sums(store: Any, experiment_id: str, *, since: float | None, until: float | None,
                       days: UnitDays, rows: np.ndarray, cut_index: np.ndarray, cuts: Sequence[float],
                       fields: Sequence[str]) -> np.ndarray:
     """Sums of ``fields`` over the impressions of unit-day ``rows[i]`` (indexes into ``days``) before
-    ``cuts[cut_index[i]]`` (and inside the window): an array (len(rows), len(fields)), 0 where there is none."""
+    ``cuts[cut_index[i]]`` (and inside the window): an array (len(rows), len(fields)), 0 where there is none.
+
+    The pairs are sorted in index order (consecutive seeks read neighbouring pages) and split into ``_WORKERS``
+    parts read concurrently on their own connections (SQLite and psycopg wait without the GIL)."""
     out = np.zeros((rows.size, len(fields)))
     if rows.size == 0:
         return out
-    order = np.argsort(rows, kind="stable")  # in index order: consecutive seeks read neighbouring pages
+    order = np.argsort(rows, kind="stable")
     rows, cut_index = rows[order], cut_index[order]
+    parts = np.array_split(np.arange(rows.size), min(_WORKERS, max(1, rows.size // _MIN_PART)))
+    args = [(store, experiment_id, since, until, days, rows[p], cut_index[p], cuts, fields) for p in parts]
+    if len(parts) == 1:
+        results = [_partial_part(*args[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="abh-partials") as pool:
+            results = list(pool.map(lambda a: _partial_part(*a), args))
+    sorted_out = np.concatenate(results)
+    out[order] = sorted_out
+    return out
+
+
+def _partial_part(store: Any, experiment_id: str, since: float | None, until: float | None, days: UnitDays,
+                  rows: np.ndarray, cut_index: np.ndarray, cuts: Sequence[float],
+                  fields: Sequence[str]) -> np.ndarray:
+    out = np.zeros((rows.size, len(fields)))
     params = rollup.read_params(experiment_id, since=since, until=until, modes=(), cuts=cuts)
     g = days.group[rows]
     units, arms, modes = days.unit_ids[g].tolist(), days.arms[g].tolist(), days.mode[rows].tolist()
     buckets, js = days.bucket[rows].tolist(), cut_index.tolist()
     if _is_sqlite(store):
-        params["pairs"] = json.dumps([list(p) for p in zip(units, arms, modes, buckets, js)])
+        params["pairs"] = json.dumps(list(zip(units, arms, modes, buckets, js)))
         create, fill, drop = cut_days_sqlite(len(cuts))
         sql = partial_sums_sql("sqlite", n_cuts=len(cuts), fields=fields)
         with _sqlite_conn(store) as conn:
@@ -425,16 +460,12 @@ def read_partial_sums(store: Any, experiment_id: str, *, since: float | None, un
                 raise StoreError(f"SQLite query failed on {store.path!r}: {exc}") from exc
             finally:
                 conn.execute(drop)
-        if got_rows:
-            got = np.array(got_rows, dtype=float).reshape(len(got_rows), 1 + len(fields))
-            out[got[:, 0].astype(np.int64)] = got[:, 1:]
     else:
         params.update(units=units, arms=arms, modes=modes, days=buckets, js=js)
         sql = to_pyformat(partial_sums_sql("postgresql", n_cuts=len(cuts), fields=fields))
         got_rows = store._fetch("reading the unit-days the looks cut through", sql, params)
-        if got_rows:
-            got = np.array(got_rows, dtype=float).reshape(len(got_rows), 1 + len(fields))
-            out[got[:, 0].astype(np.int64)] = got[:, 1:]
-    result = np.empty_like(out)
-    result[order] = out
-    return result
+    if got_rows:
+        got = np.array(got_rows, dtype=float).reshape(len(got_rows), 1 + len(fields))
+        got = got[~np.isnan(got[:, 1:]).any(axis=1)]  # PostgreSQL: a pair without impressions sums to NULL
+        out[got[:, 0].astype(np.int64)] = got[:, 1:]
+    return out

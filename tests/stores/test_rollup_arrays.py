@@ -25,7 +25,9 @@ from tests.stores.test_rollup import DAY, EXP, T0, close_enough, random_events, 
 
 @pytest.fixture(params=["default", "sqlite3"])
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, store_url: str) -> str:
-    """Both SQLite readers: the ADBC driver (default for a file) and Python's sqlite3 (forced)."""
+    """Both SQLite readers: the ADBC driver (default for a file) and Python's sqlite3 (forced); the cut-through
+    unit-days read by two concurrent readers even for a few pairs."""
+    monkeypatch.setattr(rollup_arrays, "_MIN_PART", 1)
     if request.param == "sqlite3":
         if not store_url.startswith("sqlite"):
             pytest.skip("the sqlite3 reader is SQLite's")
