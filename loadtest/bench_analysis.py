@@ -27,10 +27,11 @@ Wall time depends on the machine's load (printed); CPU seconds of the analysing 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
+import json
 import os
 import resource
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if "--run-phase" not in sys.argv:
+    sys.path.insert(0, str(ROOT))
 
 EXPERIMENT = "bench-analysis"
 T0 = 1_767_225_600.0  # 2026-01-01
@@ -135,8 +137,24 @@ def existing_size(path: Path) -> int:
         conn.close()
 
 
-def phase(url: str, scan: bool, bootstrap: int, points: int, units: int, out) -> None:
-    """One analysis in a fresh process: wall and CPU seconds, peak RSS, and the numbers to compare."""
+def _numbers(report) -> list[float]:
+    """Every number the comparison checks: per metric and guardrail the estimate, its interval, p-values and the
+    bootstrap's; per look of the time series its units, lift, intervals and p-values; SRM and power."""
+    out: list[float] = [report.srm.p_value]
+    for c in (*report.metrics.values(), *report.guardrails.values()):
+        out += [c.control.value, c.treatment.value, c.lift, c.relative_lift, c.lift_lower, c.lift_upper, c.p_value,
+                c.always_valid_p, c.seq_lower, c.seq_upper]
+        out += [x for x in (c.bootstrap_se, c.bootstrap_lower, c.bootstrap_upper) if x is not None]
+    for pt in report.timeseries:
+        out += [pt.units, pt.lift, pt.lower, pt.upper, pt.seq_lower, pt.seq_upper, pt.p_value, pt.always_valid_p]
+    for pw in report.power:
+        out += [pw.sigma2_unit, pw.required_units, pw.mde_absolute]
+    out += [t.units for t in report.traffic] + [t.impressions for t in report.traffic]
+    return [float(x) for x in out]
+
+
+def phase(url: str, scan: bool, bootstrap: int, points: int, units: int) -> dict:
+    """One analysis (run in a fresh process): wall and CPU seconds, peak RSS, and the numbers to compare."""
     from abharness.analysis import AnalysisOptions, analyze
     from abharness.stores import open_store
 
@@ -151,28 +169,31 @@ def phase(url: str, scan: bool, bootstrap: int, points: int, units: int, out) ->
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     store.close()
     ctr = report.metrics["ctr"]
-    out.put({"wall": wall, "cpu": cpu, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-             "decision": report.decision, "lift": ctr.relative_lift, "p": ctr.p_value, "units": report.units,
-             "looks": [p.lift for p in report.timeseries], "load": os.getloadavg()[0],
-             "summary": f"CTR {ctr.control.value:.4f} -> {ctr.treatment.value:.4f} ({ctr.relative_lift:+.2%}, "
-                        f"p={ctr.p_value:.3g}, always-valid p={ctr.always_valid_p:.3g}); SRM p={report.srm.p_value:.3g}"})
+    return {"wall": wall, "cpu": cpu, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "decision": report.decision, "lift": ctr.relative_lift, "p": ctr.p_value, "units": report.units,
+            "looks": [p.lift for p in report.timeseries], "numbers": _numbers(report), "load": os.getloadavg()[0],
+            "summary": f"CTR {ctr.control.value:.4f} -> {ctr.treatment.value:.4f} ({ctr.relative_lift:+.2%}, "
+                       f"p={ctr.p_value:.3g}, always-valid p={ctr.always_valid_p:.3g}); SRM p={report.srm.p_value:.3g}"}
 
 
-def run_phase(url: str, scan: bool, args: argparse.Namespace) -> dict:
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    p = ctx.Process(target=phase, args=(url, scan, args.bootstrap, args.timeseries_points, args.units, out))
-    p.start()
-    result = out.get(timeout=7200)
-    p.join()
-    return result
+def run_phase(url: str, mode: str, args: argparse.Namespace) -> dict:
+    """``mode``: "after" (this tree, rollups), "scan" (this tree, raw rows) or "before" (the tree at
+    ``--before-code``, rollups): a fresh interpreter with that tree first on the path."""
+    code = args.before_code if mode == "before" else ROOT
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-phase", url, "--code", str(code),
+           "--bootstrap", str(args.bootstrap), "--timeseries-points", str(args.timeseries_points),
+           "--units", str(args.units)] + (["--scan"] if mode == "scan" else [])
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=7200)
+    if done.returncode != 0:
+        raise SystemExit(f"the {mode} phase on {url} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def same(a: dict, b: dict) -> bool:
-    close = lambda x, y: abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))  # noqa: E731
-    return (a["decision"] == b["decision"] and a["units"] == b["units"] and close(a["lift"], b["lift"])
-            and close(a["p"], b["p"]) and len(a["looks"]) == len(b["looks"])
-            and all(close(x, y) for x, y in zip(a["looks"], b["looks"])))
+    close = lambda x, y: (x != x and y != y) or abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))  # noqa: E731
+    return (a["decision"] == b["decision"] and a["units"] == b["units"] and len(a["numbers"]) == len(b["numbers"])
+            and all(close(x, y) for x, y in zip(a["numbers"], b["numbers"])))
 
 
 def main() -> None:
@@ -184,11 +205,23 @@ def main() -> None:
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--timeseries-points", type=int, default=8)
-    ap.add_argument("--skip-before", action="store_true", help="only the rollup path (the scan takes minutes)")
+    ap.add_argument("--skip-before", action="store_true", help="no scan phase (the full rescan takes minutes)")
+    ap.add_argument("--before-code", type=Path, default=None,
+                    help="also run the rollup path of the abharness tree in this directory (e.g. a git worktree of "
+                         "an earlier commit) on the same store, as the 'before' the numbers are compared with")
     ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--pg-url", default=None, help="a PostgreSQL database to run the same phases on")
     ap.add_argument("--summary-json", type=Path, default=None, help="also write the figures there (make bench)")
+    ap.add_argument("--run-phase", default=None, help=argparse.SUPPRESS)  # internal: one phase, JSON on stdout
+    ap.add_argument("--code", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--scan", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.run_phase:
+        sys.path.insert(0, str(args.code))
+        for mod in [m for m in sys.modules if m == "abharness" or m.startswith("abharness.")]:
+            del sys.modules[mod]
+        print(json.dumps(phase(args.run_phase, args.scan, args.bootstrap, args.timeseries_points, args.units)))
+        return
     if args.db is None:
         name = "analysis_10m.db" if args.impressions == 10_000_000 else f"analysis_{args.impressions}.db"
         args.db = ROOT / "artifacts" / "bench" / name
@@ -212,40 +245,42 @@ def main() -> None:
             for step, secs in copy_store(args.db, args.pg_url).items():
                 print(f"PostgreSQL {step}: {secs:.1f} s")
         stores.append(("PostgreSQL", args.pg_url))
+    modes = ([] if args.skip_before else ["scan"]) + (["before"] if args.before_code else []) + ["after"]
+    labels = {"scan": "scan", "before": "before", "after": "after"}
     rows = []
     for name, url in stores:
-        before = None if args.skip_before else run_phase(url, True, args)
-        after = run_phase(url, False, args)
-        rows.append((name, before, after))
-        print(f"{name} done: after {after['wall']:.1f} s" + (f", before {before['wall']:.1f} s" if before else ""),
-              flush=True)
+        results = {}
+        for mode in modes:
+            results[mode] = run_phase(url, mode, args)
+            print(f"{name} {mode}: {results[mode]['wall']:.1f} s wall, {results[mode]['cpu']:.1f} s CPU, "
+                  f"{results[mode]['rss_mib']:.0f} MiB (load {results[mode]['load']:.1f})", flush=True)
+        rows.append((name, results))
 
     n = args.impressions
     print(f"\nanalyze, default output ({args.bootstrap}-resample bootstrap, {args.timeseries_points}-look time series), "
-          f"{n:,} impressions, {args.units:,} units; {os.cpu_count()} CPUs")
+          f"{n:,} impressions, {args.units:,} units; {os.cpu_count()} CPUs. scan: every read rescans the raw rows; "
+          f"before: the rollup path of {args.before_code or '-'}; after: this tree")
     print(f"{'store':<11}{'path':<8}{'wall s':>9}{'CPU s':>8}{'peak RSS MiB':>14}{'load avg':>10}{'impressions/s':>15}"
-          "  same numbers")
-    for name, before, after in rows:
-        for label, r in (("before", before), ("after", after)):
-            if r is None:
-                continue
-            ok = "" if before is None else ("yes" if same(before, after) else "NO")
-            print(f"{name:<11}{label:<8}{r['wall']:>9.1f}{r['cpu']:>8.1f}{r['rss_mib']:>14.0f}{r['load']:>10.1f}"
-                  f"{n / r['wall']:>15,.0f}  {ok if label == 'after' else ''}")
-        if before is not None:
-            print(f"{'':<11}speed-up {before['wall'] / after['wall']:.1f}x wall, {before['cpu'] / after['cpu']:.1f}x CPU")
-        print(f"{'':<11}{after['summary']}")
+          "  same numbers as after (1e-9)")
+    for name, results in rows:
+        after = results["after"]
+        for mode, r in results.items():
+            ok = "" if mode == "after" else ("yes" if same(r, after) else "NO")
+            print(f"{name:<11}{labels[mode]:<8}{r['wall']:>9.1f}{r['cpu']:>8.1f}{r['rss_mib']:>14.0f}{r['load']:>10.1f}"
+                  f"{n / r['wall']:>15,.0f}  {ok}")
+        for mode, r in results.items():
+            if mode != "after":
+                print(f"{'':<11}{mode} -> after: {r['wall'] / after['wall']:.1f}x wall, {r['cpu'] / after['cpu']:.1f}x "
+                      "CPU (of the analysing process)")
+        print(f"{'':<11}{after['summary']}; {len(after['numbers'])} numbers compared")
     if args.summary_json:
-        import json
-
         table = []
-        for name, before, after in rows:
-            for label, r in (("before (scan)", before), ("after (rollups)", after)):
-                if r is not None:
-                    table.append({"figure": f"analyze {n:,} impressions, {name}, {label}",
-                                  "value": f"{r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, {r['rss_mib']:.0f} MiB "
-                                           f"(load {r['load']:.1f})",
-                                  "goal": "<= 10 s, <= 1 GiB" if r is after else "baseline"})
+        for name, results in rows:
+            for mode, r in results.items():
+                table.append({"figure": f"analyze {n:,} impressions, {name}, {labels[mode]}",
+                              "value": f"{r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, {r['rss_mib']:.0f} MiB "
+                                       f"(load {r['load']:.1f})",
+                              "goal": "<= 10 s, <= 1 GiB" if mode == "after" else "baseline"})
         args.summary_json.write_text(json.dumps({"table": table}, indent=2))
 
 

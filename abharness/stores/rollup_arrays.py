@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,6 @@ from abharness.errors import StoreError
 from abharness.stores import rollup
 from abharness.stores.queries import to_pyformat
 
-_PARAM = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
 
 __all__ = ["DAY_SUMS", "UnitDays", "unit_day_sql", "partial_sums_sql", "read_unit_days", "read_partial_sums"]
 
@@ -74,31 +72,6 @@ class UnitDays:
     def column(self, name: str) -> np.ndarray:
         """A per-row sum (one of ``row_fields``)."""
         return self.sums[:, self.row_fields.index(name)]
-
-
-def _groups(change: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(start row of each group, group of each row) from the rows where (unit, arm) changes."""
-    if change.size:
-        change[0] = True
-    return np.flatnonzero(change), np.cumsum(change, dtype=np.int64) - 1
-
-
-def _from_objects(unit: np.ndarray, arm: np.ndarray, mode: np.ndarray, num: np.ndarray,
-                  row_fields: tuple[str, ...]) -> UnitDays:
-    keep = num[:, 1] > 0  # a straddling row may hold no impression inside the window
-    if not keep.all():
-        unit, arm, mode, num = unit[keep], arm[keep], mode[keep], num[keep]
-    if unit.size == 0:
-        return _empty_days(row_fields)
-    change = np.ones(unit.size, dtype=bool)
-    if unit.size > 1:
-        change[1:] = (unit[1:] != unit[:-1]) | (arm[1:] != arm[:-1])
-    starts, group = _groups(change)
-    sums = num[:, 1:-2]
-    return UnitDays(unit[starts], arm[starts], np.add.reduceat(sums, starts, axis=0),
-                    np.minimum.reduceat(num[:, -2], starts), group, mode, num[:, 0].astype(np.int64),
-                    num[:, -2].copy(), num[:, -1].copy(),
-                    np.ascontiguousarray(sums[:, [DAY_SUMS.index(f) for f in row_fields]]), row_fields)
 
 
 def _from_batches(batches: Iterator[Any], row_fields: tuple[str, ...]) -> UnitDays:
@@ -205,6 +178,37 @@ def unit_day_sql(dialect: str, *, n_modes: int, windowed: bool = True) -> str:
             "AND r.last_ts >= :lo AND r.first_ts < :hi ORDER BY r.unit_id, r.arm")
 
 
+def _window_value(dialect: str, name: str, windowed: bool) -> str:
+    """A rollup row's ``name`` (a DAY_SUMS name, first_ts or last_ts) inside ``[:lo, :hi)``."""
+    if not windowed:
+        return f"r.{name}"
+    contrib = rollup._fact_contrib(dialect)
+    if name in ("first_ts", "last_ts"):
+        agg = "MIN(f.ts)" if name == "first_ts" else "MAX(f.ts)"
+    else:
+        agg = "COUNT(*)" if name == "impressions" else f"COALESCE(SUM({contrib[name]}), 0)"
+    return (f"(CASE WHEN (r.first_ts >= :lo AND r.last_ts < :hi) THEN r.{name} ELSE (SELECT {agg} "
+            f"FROM impression_facts f WHERE {rollup._MATCH}) END)")
+
+
+def sqlite_group_sql(*, n_modes: int) -> str:
+    """SQLite, first of two reads in one snapshot: per (unit, arm) the number of its rollup rows in the window's
+    range, ordered by unit and arm (the strings, once per unit)."""
+    return ("SELECT r.unit_id, r.arm, COUNT(*) FROM unit_rollup r WHERE r.experiment_id = :experiment_id "
+            f"AND {rollup._modes(n_modes)} AND r.last_ts >= :lo AND r.first_ts < :hi GROUP BY r.unit_id, r.arm "
+            "ORDER BY r.unit_id, r.arm")
+
+
+def sqlite_row_sql(*, n_modes: int, windowed: bool) -> str:
+    """SQLite, second read: the same rows in the same (unit, arm) order, numbers only: mode index, day, first and
+    last impression time inside the window (NULL when none) and ``DAY_SUMS`` inside the window."""
+    mode = "0" if n_modes == 1 else ("CASE r.mode " + " ".join(f"WHEN :mode{i} THEN {i}" for i in range(n_modes))
+                                     + " END")
+    cols = ", ".join(_window_value("sqlite", c, windowed) for c in ("first_ts", "last_ts", *DAY_SUMS))
+    return (f"SELECT {mode}, r.bucket, {cols} FROM unit_rollup r WHERE r.experiment_id = :experiment_id "
+            f"AND {rollup._modes(n_modes)} AND r.last_ts >= :lo AND r.first_ts < :hi ORDER BY r.unit_id, r.arm")
+
+
 def partial_sums_sql(dialect: str, *, n_cuts: int, fields: Sequence[str]) -> str:
     """Sums of ``fields`` (``rollup.FIELD_SQL`` names) over the impressions of one unit-day before a cutoff, for a
     list of (unit, arm, mode, day, cutoff index) pairs: the unit-days a time-series look cuts through.
@@ -280,57 +284,6 @@ def _sqlite_conn(store: Any) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _numbered(sql: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
-    """``:name`` parameters as ``?N`` with the values in that order (for drivers that bind by position)."""
-    order: dict[str, int] = {}
-
-    def sub(m: re.Match[str]) -> str:
-        return f"?{order.setdefault(m.group(1), len(order) + 1)}"
-
-    text = _PARAM.sub(sub, sql)
-    return text, [params[name] for name in order]
-
-
-def _sqlite_batches(store: Any, sql: str, params: dict[str, Any]) -> Iterator[Any] | None:
-    """The result as Arrow record batches through the ADBC SQLite driver (rows converted in C, about 3x less time
-    than Python's sqlite3 for a million rows; batches, so the whole result is never held twice), or None when the
-    driver is not installed or the store is in memory."""
-    if store.path == ":memory:":
-        return None
-    try:
-        import adbc_driver_sqlite.dbapi as adbc
-    except ImportError:  # pragma: no cover - a dependency; the sqlite3 path stays correct without it
-        return None
-    text, values = _numbered(sql, params)
-    _check_open(store)
-
-    def batches() -> Iterator[Any]:
-        try:
-            with adbc.connect(store.path) as conn, conn.cursor() as cur:
-                cur.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
-                cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_CHUNK)})
-                cur.execute(text, values)
-                reader = cur.fetch_record_batch()
-                yield from reader
-        except Exception as exc:  # noqa: BLE001 - the driver's errors are not sqlite3's
-            raise StoreError(f"SQLite query failed on {store.path!r}: {exc}") from exc
-
-    return batches()
-
-
-def _sqlite_rows(store: Any, sql: str, params: Any) -> list[list[tuple[Any, ...]]]:
-    """Chunks of rows (lists of tuples) of one SQLite query."""
-    chunks = []
-    with _sqlite_conn(store) as conn:
-        try:
-            cur = conn.execute(sql, params)
-            while rows := cur.fetchmany(_CHUNK):
-                chunks.append(rows)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite query failed on {store.path!r}: {exc}") from exc
-    return chunks
-
-
 class _CopyReader(io.RawIOBase):
     """A file over the chunks of a ``COPY ... TO STDOUT`` (for Arrow's streaming CSV reader)."""
 
@@ -394,23 +347,69 @@ def read_unit_days(store: Any, experiment_id: str, *, since: float | None, until
         types = {**{k: pa.string() for k in _KEYS}, **{n: pa.float64() for n in _NUMBERS}}
         sql = unit_day_sql("postgresql", n_modes=len(modes), windowed=windowed)
         return _from_batches(_pg_batches(store, "reading the rollup", sql, params, names, types), row_fields)
-    sql = unit_day_sql("sqlite", n_modes=len(modes), windowed=windowed)
-    batches = _sqlite_batches(store, sql, params)
-    if batches is not None:
-        return _from_batches(batches, row_fields)
-    keys: list[list[np.ndarray]] = [[], [], []]
-    nums: list[np.ndarray] = []
-    for rows in _sqlite_rows(store, sql, params):
-        cols = list(zip(*rows))
-        del rows
-        for i in range(3):
-            keys[i].append(np.array(cols[i], dtype=object))
-        nums.append(np.array(cols[3:], dtype=float).T)
-        del cols
-    if not nums:
-        return _empty_days(row_fields)
-    text = [np.concatenate(k) for k in keys]
-    return _from_objects(text[0], text[1], text[2], np.concatenate(nums), row_fields)
+    return _sqlite_unit_days(store, params, modes=tuple(modes), windowed=windowed, row_fields=row_fields)
+
+
+def _sqlite_unit_days(store: Any, params: dict[str, Any], *, modes: tuple[str, ...], windowed: bool,
+                      row_fields: tuple[str, ...]) -> UnitDays:
+    """Two reads in one snapshot (a read transaction): the (unit, arm) groups with their row counts (strings once
+    per unit), then the rows as numbers only, summed into the groups chunk by chunk (peak memory)."""
+    width = 4 + len(DAY_SUMS)  # mode, day, first, last, DAY_SUMS
+    keep_cols = [4 + DAY_SUMS.index(f) for f in row_fields]
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("ids", "arms", "counts", "mode", "bucket", "first", "last",
+                                                         "sums")}
+    with _sqlite_conn(store) as conn:
+        try:
+            conn.execute("BEGIN")
+            try:
+                cur = conn.execute(sqlite_group_sql(n_modes=len(modes)), params)
+                while chunk := cur.fetchmany(_CHUNK):
+                    ids, arms, counts = zip(*chunk)
+                    parts["ids"].append(np.array(ids, dtype=object))
+                    parts["arms"].append(np.array(arms, dtype=object))
+                    parts["counts"].append(np.array(counts, dtype=np.int64))
+                if not parts["ids"]:
+                    return _empty_days(row_fields)
+                unit_ids, arm_ids = _concat(parts["ids"]), _concat(parts["arms"])
+                group = np.repeat(np.arange(unit_ids.size, dtype=np.int64), _concat(parts["counts"]))
+                totals = np.zeros((unit_ids.size, len(DAY_SUMS)))
+                seen = np.full(unit_ids.size, np.nan)
+                start = 0
+                cur = conn.execute(sqlite_row_sql(n_modes=len(modes), windowed=windowed), params)
+                while chunk := cur.fetchmany(_CHUNK):
+                    n = len(chunk)
+                    r = np.fromiter(itertools.chain.from_iterable(chunk), dtype=float, count=n * width).reshape(n, width) \
+                        if not windowed else np.array(chunk, dtype=float).reshape(n, width)  # NULL -> nan
+                    del chunk
+                    g = group[start:start + n]
+                    seg = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+                    totals[g[seg]] += np.add.reduceat(np.nan_to_num(r[:, 4:]), seg, axis=0)
+                    seen[g[seg]] = np.fmin(seen[g[seg]], np.fmin.reduceat(r[:, 2], seg))
+                    parts["mode"].append(r[:, 0].astype(np.int8))
+                    parts["bucket"].append(r[:, 1].astype(np.int64))
+                    parts["first"].append(r[:, 2].copy())
+                    parts["last"].append(r[:, 3].copy())
+                    parts["sums"].append(np.ascontiguousarray(r[:, keep_cols]))
+                    start += n
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite query failed on {store.path!r}: {exc}") from exc
+    if start != group.size:  # cannot happen inside one read transaction
+        raise StoreError(f"the rollup of {store.path!r} changed between two reads of one snapshot")
+    mode, bucket, first, last = (_concat(parts[k]) for k in ("mode", "bucket", "first", "last"))
+    sums = _concat(parts["sums"])
+    rows_in = np.nan_to_num(sums[:, row_fields.index("impressions")]) > 0 if "impressions" in row_fields \
+        else ~np.isnan(first)
+    groups_in = totals[:, 0] > 0
+    if not groups_in.all() or not rows_in.all():  # a window edge left a row (or a unit) without impressions
+        new_index = np.cumsum(groups_in) - 1
+        group, mode, bucket, first, last, sums = (new_index[group[rows_in]], mode[rows_in], bucket[rows_in],
+                                                  first[rows_in], last[rows_in], sums[rows_in])
+        unit_ids, arm_ids, totals, seen = unit_ids[groups_in], arm_ids[groups_in], totals[groups_in], seen[groups_in]
+    shared = {a: a for a in arm_ids.tolist()}
+    return UnitDays(unit_ids, np.array([shared[a] for a in arm_ids.tolist()], dtype=object), totals, seen, group,
+                    np.array(list(modes), dtype=object)[mode], bucket, first, last, sums, row_fields)
 
 
 def read_partial_sums(store: Any, experiment_id: str, *, since: float | None, until: float | None,

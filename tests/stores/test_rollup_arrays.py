@@ -1,5 +1,5 @@
 """The analysis from one read of the unit-day rollup (``EventStore.unit_days``, ``abharness.analysis.daily``)
-against the scan path, on both stores and on both SQLite readers (the ADBC driver and Python's sqlite3).
+against the scan path, on both stores, with one and with two concurrent readers of the cut-through unit-days.
 
 Random events over several UTC days (``test_rollup.random_events``: late, out-of-order and re-delivered clicks),
 so time-series cutoffs cut through unit-days and window edges straddle them. Per-unit tables, the looks' moments,
@@ -23,16 +23,12 @@ from abharness.stores.base import EventStore
 from tests.stores.test_rollup import DAY, EXP, T0, close_enough, random_events, windows
 
 
-@pytest.fixture(params=["default", "sqlite3"])
-def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, store_url: str) -> str:
-    """Both SQLite readers: the ADBC driver (default for a file) and Python's sqlite3 (forced); the cut-through
-    unit-days read by two concurrent readers even for a few pairs."""
+@pytest.fixture(params=[1, 2])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """One reader of the cut-through unit-days, or two concurrent ones even for a few pairs."""
+    monkeypatch.setattr(rollup_arrays, "_WORKERS", request.param)
     monkeypatch.setattr(rollup_arrays, "_MIN_PART", 1)
-    if request.param == "sqlite3":
-        if not store_url.startswith("sqlite"):
-            pytest.skip("the sqlite3 reader is SQLite's")
-        monkeypatch.setattr(rollup_arrays, "_sqlite_batches", lambda *a, **k: None)
-    return str(request.param)
+    return int(request.param)
 
 
 def _filled(store: EventStore, seed: int) -> EventStore:
@@ -41,7 +37,7 @@ def _filled(store: EventStore, seed: int) -> EventStore:
     return store
 
 
-def test_unit_days_give_the_scan_table_looks_and_traffic(store: EventStore, reader: str) -> None:
+def test_unit_days_give_the_scan_table_looks_and_traffic(store: EventStore, reader: int) -> None:
     _filled(store, 11)
     checked_cut_through = 0
     for since, until in windows():
@@ -77,7 +73,7 @@ def test_unit_days_give_the_scan_table_looks_and_traffic(store: EventStore, read
     assert checked_cut_through > 20  # the looks did complete cut-through unit-days from the facts
 
 
-def test_table_from_days_of_an_empty_window(store: EventStore, reader: str) -> None:
+def test_table_from_days_of_an_empty_window(store: EventStore) -> None:
     _filled(store, 12)
     days = store.unit_days(EXP, since=T0 + 30 * DAY)  # type: ignore[attr-defined]
     ids, arms, first, values = table_from_days(days)
@@ -85,7 +81,7 @@ def test_table_from_days_of_an_empty_window(store: EventStore, reader: str) -> N
 
 
 @pytest.mark.parametrize("window", [(None, None), (T0 + 0.6 * DAY, T0 + 3.1 * DAY)])
-def test_report_from_unit_days_equals_the_scan(store: EventStore, reader: str, window) -> None:
+def test_report_from_unit_days_equals_the_scan(store: EventStore, reader: int, window) -> None:
     _filled(store, 13)
     since, until = window
     base = dict(control="baseline", bootstrap_samples=40, timeseries_points=7, tuning_units=100)
