@@ -220,3 +220,34 @@ async def test_an_edited_file_status_wins_over_earlier_admin_changes(backends, t
             assert _in(await _arms(c), "k-new")
     finally:
         store.close()
+
+
+async def test_what_the_proxy_logs_is_analysed_per_experiment_including_one_created_by_the_admin(backends, tmp_path):
+    # The contract with the per-experiment analysis (abharness.analysis.layered): rows written by the real proxy.
+    from abharness.analysis import AnalysisOptions, analyze
+
+    opts = AnalysisOptions(primary="clicks_per_query", basis="fixed", bootstrap_samples=0, cuped=False,
+                           timeseries_points=0)
+    store = open_store(f"sqlite:///{tmp_path / 'events.db'}")
+    cfg = make_config(buckets=[0, 5000], layers=[K_LAYER], holdout={"salt": "h", "share": 0.1})
+    try:
+        async with serving(_app(cfg, backends, store)) as client:
+            assert (await client.post("/admin/layers/depth/experiments", headers=AUTH, json=NEW_K)).status_code == 201
+            assert (await client.post("/admin/experiments/k-new/start", headers=AUTH)).status_code == 200
+            enrolled: dict[str, dict[str, str]] = {}
+            for i in range(400):
+                body = (await client.post("/search", json={"query": "cell study", "unit_id": f"a{i}"})).json()
+                enrolled[f"a{i}"] = body["experiments"]
+                if i % 3 == 0:
+                    doc = body["results"][0]
+                    await client.post("/click", json={"impression_token": body["impression_token"],
+                                                      "doc_id": doc["doc_id"], "position": 1})
+        for eid, control in (("k-test", "k3"), ("k-new", "k5"), ("exp1", "baseline"), ("holdout", "holdout")):
+            rep = analyze(store, eid, config=cfg, metrics=["clicks_per_query"], options=opts)
+            want: dict[str, int] = {}
+            for arms in enrolled.values():
+                if eid in arms:
+                    want[arms[eid]] = want.get(arms[eid], 0) + 1
+            assert rep.control == control and dict(rep.units) == want, eid
+    finally:
+        store.close()
