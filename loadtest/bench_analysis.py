@@ -2,7 +2,7 @@
 on SQLite and (with --pg-url) PostgreSQL, side by side in one run.
 
     .venv/bin/python loadtest/bench_analysis.py [--db artifacts/bench/analysis_10m.db] [--impressions 10000000]
-        [--units 1000000] [--rebuild] [--bootstrap 200] [--timeseries-points 8] [--skip-before]
+        [--units 1000000] [--rebuild] [--bootstrap 200] [--timeseries-points 8] [--skip-before] [--before-code DIR]
         [--pg-url postgresql://postgres@127.0.0.1:5432/abh_bench_analysis_10m]
 
 Build (skipped when --db already holds the experiment with the requested size, unless --rebuild): the schema is
@@ -16,10 +16,13 @@ database that ``loadtest/bench_pgload.py`` fills from the SQLite file (done here
 Each timed phase runs in its own process (so its peak RSS is its own), with the default output of ``analyze``:
 SRM, 6 metrics and 3 guardrails, CUPED probe, 200-resample cluster bootstrap, power, the 8-look time series,
 traffic per day and the deployment check.
-  before: ``aggregation="scan"`` with the store's rollups switched off (``store.rollup_enabled = False``): every
-          read rescans the raw impressions and clicks, exactly the pre-rollup path
-  after:  the default (rollups)
-Both must give the same report (checked: decision, CTR lift and p-value, time-series lifts to 1e-9).
+  scan:   ``aggregation="scan"`` with the store's rollups switched off (``store.rollup_enabled = False``): every
+          read rescans the raw impressions and clicks (skipped with --skip-before; it takes minutes)
+  before: with ``--before-code DIR``, the default path of the abharness tree in DIR (e.g. ``git worktree add DIR
+          <commit>``): the code a change is measured against, on the same store
+  after:  the default path of this tree
+Every phase must give the same report as "after": 251 numbers (each metric's and guardrail's estimates, intervals,
+p-values and bootstrap; every look of the time series; SRM, power, traffic) compared to 1e-9, plus the decision.
 Wall time depends on the machine's load (printed); CPU seconds of the analysing process are printed beside it
 (PostgreSQL's own work runs in its server processes and is not in that figure).
 """

@@ -123,20 +123,22 @@ def traffic_from_days(days: Any, bucket_s: float) -> list[tuple[float, str, int,
     if days.rows == 0:
         return []
     arms, group_code = np.unique(days.arms.astype(str), return_inverse=True)
-    key = days.bucket * len(arms) + group_code[days.group]
-    keys, units = np.unique(key, return_counts=True)
-    imps = np.bincount(np.searchsorted(keys, key), weights=days.column("impressions"), minlength=keys.size)
-    return [(float(k // len(arms)) * bucket_s, str(arms[k % len(arms)]), int(u), int(n))
-            for k, u, n in zip(keys.tolist(), units.tolist(), imps.tolist())]
+    first_day = int(days.bucket.min())
+    key = (days.bucket - first_day) * len(arms) + group_code[days.group]
+    units = np.bincount(key)
+    imps = np.bincount(key, weights=days.column("impressions"))
+    keys = np.flatnonzero(units)
+    return [(float(first_day + k // len(arms)) * bucket_s, str(arms[k % len(arms)]), int(units[k]), int(imps[k]))
+            for k in keys.tolist()]
 
 
 def new_units_per_bucket(first_ts: np.ndarray, arm: np.ndarray, bucket_s: float) -> dict[tuple[float, str], int]:
     """Units first seen per (bucket start, arm), from the units' first impressions."""
     if first_ts.size == 0:
         return {}
-    starts = np.floor(first_ts / bucket_s) * bucket_s
+    bucket = np.floor(first_ts / bucket_s)
+    first = float(bucket.min())
     arms, code = np.unique(arm.astype(str), return_inverse=True)
-    ustarts, sidx = np.unique(starts, return_inverse=True)
-    keys, counts = np.unique(sidx * len(arms) + code, return_counts=True)
-    return {(float(ustarts[k // len(arms)]), str(arms[k % len(arms)])): int(c)
-            for k, c in zip(keys.tolist(), counts.tolist())}
+    counts = np.bincount((bucket - first).astype(np.int64) * len(arms) + code)
+    return {((first + k // len(arms)) * bucket_s, str(arms[k % len(arms)])): int(counts[k])
+            for k in np.flatnonzero(counts).tolist()}
