@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
@@ -95,10 +95,13 @@ def _resolve_unit(body: SearchRequest, request: Request, response: Response, ser
     return unit
 
 
-def _page_of(body: SearchRequest, unit_id: str, service: ProxyService) -> tuple[int, PageState | None]:
+def _page_of(body: SearchRequest, unit_id: str, service: ProxyService,
+             context: dict[str, Any]) -> tuple[int, PageState | None]:
     """The absolute offset asked for and, with a page token, the verified state of the list it continues."""
     cfg = service.config
     k = body.k or cfg.k
+    if body.page and service.layered is not None and service.layered.layer_owns_k:
+        k = service.layered.route(unit_id, context).k or k  # a layer decides k: page n starts at (n - 1) x that k
     offset = body.offset if body.offset is not None else ((body.page - 1) * k if body.page else None)
     page = None
     if body.page_token is not None:
@@ -139,11 +142,11 @@ async def search(body: SearchRequest, request: Request, response: Response, serv
     if body.k is not None and body.k > limits.max_k:
         raise RequestError(422, "k_too_large", f"k is {body.k}; the limit is limits.max_k={limits.max_k}")
     unit_id = _resolve_unit(body, request, response, service)
-    offset, page = _page_of(body, unit_id, service)
     context = dict(body.context or {})
     agent = request.headers.get("user-agent")
     if agent and "user_agent" not in context:  # for the crawler rule of the analysis (a caller may pass the user's)
         context["user_agent"] = agent[:256]
+    offset, page = _page_of(body, unit_id, service, context)
     out = await service.search(body.query, unit_id, body.k, context, offset=offset, page=page)
     return SearchResponse(
         impression_id=out.impression_id,

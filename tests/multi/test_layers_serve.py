@@ -150,6 +150,9 @@ async def test_k_from_a_layer_is_served_and_recorded_and_wins_over_the_request(b
                 == {want}
             nxt = await _search(client, f"u{i}", k=9, page_token=body["page_token"])
             assert nxt["offset"] == want and len(nxt["results"]) == want
+            by_number = await _search(client, f"u{i}", page=2)  # page n starts at (n - 1) x the layer's k
+            assert by_number["offset"] == want and [r["doc_id"] for r in by_number["results"]] == [
+                r["doc_id"] for r in nxt["results"]]
 
 
 async def test_targeting_decides_before_assignment_and_srm_is_within_the_targeted_population(backends, store):
