@@ -10,7 +10,8 @@ heartbeat write): a batch that fails while the probe fails means the *store* is 
 failing while the probe succeeds holds a *bad event*.
 
 Batches: normally up to ``batch_size`` events; when the queue holds more than that (the writer is behind), up to
-``max_batch_size`` (default 10 x ``batch_size``) are committed together, which costs less per event.
+``max_batch_size`` (default 10 x ``batch_size``, and at most a tenth of ``max_queue``: a batch's events keep their
+queue slots until it commits) are committed together, which costs less per event.
 
 * Failing store: the events stay queued and the batch is retried with exponential backoff (``retry_initial_s``
   doubling to ``retry_max_s``); ``state`` is ``"failing"`` (the proxy reports not ready). When the store stays down
@@ -110,6 +111,9 @@ class EventWriter(OutageHandling):
         self.max_queue = int(max_queue)
         self.batch_size = int(batch_size)
         self.max_batch_size = max_batch
+        # A batch keeps its events' queue slots until it commits: a catch-up batch that is a large share of a small
+        # queue would hold the queue full for its whole (longer) commit and new events would be dropped meanwhile.
+        self._catch_up_batch = max(self.batch_size, min(max_batch, self.max_queue // 10))
         self.flush_interval_s = float(flush_interval_s)
         self.on_full = on_full
         self.on_write_seconds = on_write_seconds
@@ -297,7 +301,7 @@ class EventWriter(OutageHandling):
                 # Behind (a backlog beyond one batch): take up to max_batch_size at once. Per-commit costs (the
                 # commit's flush, index pages rewritten, round trips) then spread over more events, so the writer
                 # catches up instead of falling further behind; a batch is still one transaction.
-                batch = list(itertools.islice(self._queue, 0, self.max_batch_size))
+                batch = list(itertools.islice(self._queue, 0, self._catch_up_batch))
             if self._write(batch):
                 backoff = self.retry_initial_s
                 consecutive_failures = 0

@@ -85,6 +85,16 @@ def test_close_flushes_every_accepted_event_in_bounded_batches(max_batch_size: i
     assert len(seen) == len(store.batches) and all(s >= 0 for s in seen)
 
 
+def test_catch_up_batches_take_at_most_a_tenth_of_a_small_queue() -> None:
+    """In-flight events hold their queue slots until the commit: a small queue keeps batches small."""
+    store = FakeStore()
+    w = EventWriter(store, max_queue=300, batch_size=10, flush_interval_s=0.01)  # max_batch_size default 100
+    assert all(w.submit(imp(i)) for i in range(300))
+    w.start()
+    assert w.close() == 0
+    assert max(store.batches) == 30 and sum(store.batches) == 300
+
+
 def test_full_queue_drops_and_counts_without_blocking() -> None:
     store = FakeStore()
     store.gate.clear()  # the store hangs: the writer thread is stuck inside write_batch
