@@ -21,7 +21,8 @@ Axes 0 and 1 are dynamic, so each batch is padded only to its own longest text.
 * ``int8-smooth``: SmoothQuant-style scaling (alpha 0.5, activation maxima calibrated like ``int8-static``) on the
   inputs of every weight MatMul, then dynamic per-channel int8 of all of them (``abharness.export.mixed.smooth``).
 * ``int8-mixed``: mixed precision from the per-MatMul sensitivity search (``loadtest/encoder_sensitivity.py``):
-  dynamic per-channel int8 of the MatMuls in ``MIXED_UNITS`` only, the rest fp32.
+  dynamic per-channel int8 of the MatMuls in ``MIXED_UNITS`` only, the rest fp32; built on the fused graph when
+  those MatMuls survive the fusion (FFN and attention-output units do), else on the plain export.
 * ``int8-fused-ffn``: the fused graph (``fp32-fused``) with only the feed-forward MatMuls (in and out) in int8,
   attention kept in fused fp32; ``int8-fused-ffn-in``: the same with only the FFN input projections in int8.
 """
@@ -47,8 +48,9 @@ FP32_VARIANTS = ("fp32", "fp32-fused")
 INT8_VARIANTS = ("int8-dyn", "int8-dyn-pc", "int8-fused", "int8-keep-ffn-out", "int8-keep-last", "int8-static",
                  "int8-block", "int8-smooth", "int8-mixed", "int8-fused-ffn", "int8-fused-ffn-in")
 # the "LAYER:ROLE" units int8-mixed quantizes (the rest stay fp32): the set loadtest/encoder_sensitivity.py chose
-# for MiniLM-L6 on SciFact train queries (every FFN MatMul alone already costs more than 1 % of the top-10 overlap)
-MIXED_UNITS = ("1:attn-out",)
+# for MiniLM-L6 on SciFact train queries: the last layer's feed-forward MatMuls (11 % of the weight MACs); any third
+# unit, and every FFN MatMul of layers 0-4 alone, costs more than 1 % of the top-10 overlap (docs/performance.md)
+MIXED_UNITS = ("-1:ffn-in", "-1:ffn-out")
 VARIANTS = FP32_VARIANTS + INT8_VARIANTS
 OPSET = 17
 
@@ -209,7 +211,8 @@ def build_variant(
     if variant not in VARIANTS:
         raise ModelError(f"unknown ONNX variant {variant!r}; valid: {', '.join(VARIANTS)}")
     fused = work / "fp32-fused.onnx"
-    if variant in {"fp32-fused", "int8-fused", "int8-fused-ffn", "int8-fused-ffn-in"} and not fused.is_file():
+    on_fused = {"fp32-fused", "int8-fused", "int8-fused-ffn", "int8-fused-ffn-in", "int8-mixed"}
+    if variant in on_fused and not fused.is_file():
         _fuse(fp32_file, fused, geometry)
     if variant == "fp32":
         shutil.copyfile(fp32_file, dst)
@@ -228,7 +231,12 @@ def build_variant(
     elif variant == "int8-block":
         _block(fp32_file, dst)
     elif variant == "int8-mixed":
-        quantize_matmuls(fp32_file, dst, _units_or_fail(fp32_file, MIXED_UNITS))
+        plain = _units_or_fail(fp32_file, MIXED_UNITS)
+        on_fused = select_units(fused, MIXED_UNITS)
+        if len(on_fused) == len(plain):
+            quantize_matmuls(fused, dst, on_fused)
+        else:
+            quantize_matmuls(fp32_file, dst, plain)
     elif variant == "int8-fused-ffn":
         quantize_matmuls(fused, dst, _roles_or_fail(fused, ("ffn-in", "ffn-out")))
     elif variant == "int8-fused-ffn-in":

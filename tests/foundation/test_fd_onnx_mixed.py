@@ -117,7 +117,8 @@ def test_smoothing_is_exact_in_fp32_and_quantizes(tiny_graph: Path, feeds, tmp_p
     names = select_roles(tiny_graph, ROLES)
     smooth(tiny_graph, tmp_path / "smooth.onnx", names, feeds, alpha=0.5)
     ops = _ops(tmp_path / "smooth.onnx")
-    assert ops.count("Mul") == _ops(tiny_graph).count("Mul") + 2 * 4  # one scaling per distinct input: Q=K=V, attn-out, ffn-in, ffn-out
+    # one scaling per distinct input and layer: Q=K=V, attn-out, ffn-in, ffn-out
+    assert ops.count("Mul") == _ops(tiny_graph).count("Mul") + 2 * 4
     for feed in feeds:
         np.testing.assert_allclose(_run(tmp_path / "smooth.onnx", feed), _run(tiny_graph, feed), rtol=1e-4, atol=1e-4)
     build_variant("int8-smooth", tiny_graph, tmp_path / "int8-smooth.onnx", work=tmp_path, geometry={},
