@@ -10,6 +10,10 @@ every test query alone (batch of one, ``--threads`` threads each), taking turns 
 machine's load. The fastest variant that passes the gate (top-10 overlap >= 0.99, mean cosine >= 0.99) is written
 to ``--out``; that is the encoder the other benchmarks and the demo serve. Torch here is the production path,
 ``SentenceTransformerEncoder.encode([q])`` (sentence-transformers ``encode`` under ``torch.inference_mode``).
+
+The variants include the mixed-precision ones (``int8-mixed``: the units ``loadtest/encoder_sensitivity.py`` chose;
+``int8-fused-ffn``, ``int8-fused-ffn-in``) and ``int8-smooth`` (SmoothQuant-style scaling), so this one command
+reproduces the whole frontier table of docs/performance.md (about 45 min for all 13 variants at load 10).
 """
 
 from __future__ import annotations
