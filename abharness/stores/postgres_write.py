@@ -126,16 +126,22 @@ class StagedWriter:
 
     @staticmethod
     def _maintain(cur: psycopg.Cursor[Any], new_imps: list[tuple[Any, ...]], clicks: list[tuple[Any, ...]]) -> None:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK_KEY,))
-        new_ids = {r[0] for r in new_imps}
-        targets = sorted({c[0] for c in clicks} - new_ids)
-        # Two key lookups. On a young table (statistics not yet gathered by autovacuum) the planner scans instead,
-        # at a cost growing with the table (measured: 9 ms per batch at 5k clicks), hence no sequential scans here.
-        cur.execute("SET LOCAL enable_seqscan = off")
-        old_facts = cur.execute(_FACTS_OF, (targets,)).fetchall() if targets else []
-        touched = [r[0] for r in new_imps] + [f[0] for f in old_facts]
-        stored_clicks = cur.execute(_CLICKS_OF, (touched,)).fetchall() if touched else []
-        cur.execute("SET LOCAL enable_seqscan = on")
+        new_ids = [r[0] for r in new_imps]
+        targets = sorted({c[0] for c in clicks} - set(new_ids))
+        # The lock and two key lookups in one round trip (a pipeline). The clicks lookup also covers targets that
+        # turn out to have no fact (clicks before their impression): the plan ignores those. On a young table
+        # (statistics not yet gathered by autovacuum) the planner scans instead of seeking, at a cost growing with
+        # the table (measured: 9 ms per batch at 5k clicks), hence no sequential scans for the lookups.
+        conn = cur.connection
+        with conn.pipeline(), conn.cursor() as facts_cur, conn.cursor() as clicks_cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK_KEY,))
+            cur.execute("SET LOCAL enable_seqscan = off")
+            if targets:
+                facts_cur.execute(_FACTS_OF, (targets,))
+            clicks_cur.execute(_CLICKS_OF, (new_ids + targets,))
+            cur.execute("SET LOCAL enable_seqscan = on")
+            old_facts = facts_cur.fetchall() if targets else []
+            stored_clicks = clicks_cur.fetchall()
         plan = rollup_write.plan_maintenance(new_imps, old_facts, stored_clicks)
         if plan.facts_insert:
             # New impressions have no fact yet (their ids were just inserted under the primary key).
