@@ -6,14 +6,14 @@ per-unit table, the cumulative looks of the time series and the traffic per day 
 read in numpy. A look's cutoff falls inside some unit-days; only those are completed from ``impression_facts``
 (``read_partial_sums``: one index seek per cut-through unit-day).
 
-Rows travel as columns, never as per-row Python objects where it can be helped: PostgreSQL sends them with
+Rows travel as columns, never as per-row Python objects where it can be helped: through ADBC when its drivers are
+installed (``arrow_read``: SQLite in a child process, PostgreSQL by binary COPY); otherwise PostgreSQL sends them with
 ``COPY ... TO STDOUT (FORMAT csv)`` (its float8 output is the shortest text that reads back to the same double,
 and Arrow's CSV reader parses it exactly); SQLite's rows are transposed chunk by chunk into arrays.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import sqlite3
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from abharness.errors import StoreError
-from abharness.stores import rollup
+from abharness.stores import arrow_read, rollup
 from abharness.stores.queries import to_pyformat
 
 
@@ -284,56 +284,6 @@ def _sqlite_conn(store: Any) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-class _CopyReader(io.RawIOBase):
-    """A file over the chunks of a ``COPY ... TO STDOUT`` (for Arrow's streaming CSV reader)."""
-
-    def __init__(self, chunks: Iterator[Any]) -> None:
-        self._chunks = chunks
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, out: Any) -> int:
-        while not self._buf:
-            nxt = next(self._chunks, None)
-            if nxt is None:
-                return 0
-            self._buf = memoryview(bytes(nxt))
-        n = min(len(out), len(self._buf))
-        out[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
-def _pg_batches(store: Any, what: str, sql: str, params: dict[str, Any], names: Sequence[str],
-                types: dict[str, Any]) -> Iterator[Any]:
-    """A PostgreSQL query's result as Arrow record batches, streamed: ``COPY ... TO STDOUT (FORMAT csv)`` parsed
-    by Arrow's CSV reader as the bytes arrive (never the whole result in memory)."""
-    from pyarrow import csv
-
-    with store._pool.connection() as conn, conn.transaction():
-        try:
-            conn.execute("SET LOCAL jit = off")
-            conn.execute("SET LOCAL extra_float_digits = 1")  # shortest text that reads back to the same double
-            with conn.cursor().copy(f"COPY ({to_pyformat(sql)}) TO STDOUT (FORMAT csv)", params) as copy:
-                chunks = iter(copy)
-                head = next(chunks, None)
-                if head is None:  # no row (Arrow refuses an empty CSV)
-                    return
-                reader = csv.open_csv(
-                    io.BufferedReader(_CopyReader(itertools.chain([head], chunks)), buffer_size=1 << 20),
-                    read_options=csv.ReadOptions(column_names=list(names), block_size=4 << 20),
-                    convert_options=csv.ConvertOptions(column_types=types, strings_can_be_null=False,
-                                                       quoted_strings_can_be_null=False),
-                )
-                yield from reader
-        except Exception as exc:  # noqa: BLE001 - psycopg's and Arrow's errors alike
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreError(f"{what} on {getattr(store, 'safe_url', store.url)} failed: {exc}") from exc
-
-
 def read_unit_days(store: Any, experiment_id: str, *, since: float | None, until: float | None,
                    modes: Sequence[str], row_fields: Sequence[str] = DAY_SUMS) -> UnitDays:
     """The unit-day rows of ``unit_day_sql`` as ``UnitDays`` keeping ``row_fields`` per row."""
@@ -346,7 +296,15 @@ def read_unit_days(store: Any, experiment_id: str, *, since: float | None, until
         names = (*_KEYS, *_NUMBERS)
         types = {**{k: pa.string() for k in _KEYS}, **{n: pa.float64() for n in _NUMBERS}}
         sql = unit_day_sql("postgresql", n_modes=len(modes), windowed=windowed)
-        return _from_batches(_pg_batches(store, "reading the rollup", sql, params, names, types), row_fields)
+        batches = arrow_read.pg_batches(store, "reading the rollup", sql, params, names) \
+            if arrow_read.available_postgres() else \
+            arrow_read.pg_csv_batches(store, "reading the rollup", sql, params, names, types)
+        return _from_batches(batches, row_fields)
+    if not windowed and store.path != ":memory:" and arrow_read.available_sqlite():
+        # numbers are never NULL without a window (ADBC types the columns from the values)
+        _check_open(store)
+        sql = unit_day_sql("sqlite", n_modes=len(modes), windowed=False)
+        return _from_batches(arrow_read.sqlite_batches(store.path, sql, params), row_fields)
     return _sqlite_unit_days(store, params, modes=tuple(modes), windowed=windowed, row_fields=row_fields)
 
 
