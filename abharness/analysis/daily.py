@@ -15,6 +15,7 @@ Numbers equal the SQL aggregation (and the full scan) to float rounding: the tes
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,8 @@ from abharness.core.stats.metrics import BASE_COLUMNS, ONLINE_METRICS
 from abharness.core.stats.moments import Moments
 from abharness.stores.rollup_arrays import DAY_SUMS
 
-__all__ = ["supports_days", "row_fields_for", "table_from_days", "look_moments", "traffic_from_days",
-           "new_units_per_bucket"]
+__all__ = ["supports_days", "row_fields_for", "table_from_days", "look_moments", "prefetch_partials",
+           "PrefetchedPartials", "traffic_from_days", "new_units_per_bucket"]
 
 # BASE_COLUMNS -> the unit-day sum it is (abandoned = impressions - clicked).
 _DAY_OF = {"impressions": "impressions", "clicks": "clicks", "clicked_impressions": "clicked",
@@ -67,13 +68,15 @@ def table_from_days(days: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 def look_moments(
     store: Any, experiment_id: str, *, since: float | None, until: float | None, days: Any,
     unit_arm: np.ndarray, unit_values: np.ndarray, cuts: Sequence[float | None], arms: Sequence[str],
-    fields: Sequence[str], keep: np.ndarray | None = None,
+    fields: Sequence[str], keep: np.ndarray | None = None, prefetched: PrefetchedPartials | None = None,
 ) -> list[dict[str, Moments]]:
     """Per cutoff, per arm: the moments of ``fields`` over the units' sums in ``[since, min(until, cut))``.
 
     ``days.group`` maps each unit-day row to its unit (row of ``unit_values``, the whole-window sums over
     BASE_COLUMNS, used as they are for a cutoff of None or one after every row). ``keep``: a mask of the units that
-    count (the units the exclusion rules left). A unit counts in ``n`` when it has an impression before the cutoff."""
+    count (the units the exclusion rules left). A unit counts in ``n`` when it has an impression before the cutoff.
+    ``prefetched``: the cut-through sums already being read (``prefetch_partials`` with the same days, cuts and
+    fields; otherwise they are read here)."""
     n_units = unit_values.shape[0]
     group = days.group
     need = tuple(dict.fromkeys(("impressions", *fields)))
@@ -83,19 +86,14 @@ def look_moments(
         masks[arm] = unit_arm == arm
         if keep is not None:
             masks[arm] &= keep
-    last = float(days.last_ts.max()) if days.rows else -np.inf
-    finite = [(j, float(c)) for j, c in enumerate(cuts) if c is not None and c <= last]
+    finite = _finite_cuts(days, cuts)
     partial = rows_all = j_all = None
     if finite:
-        pair_rows, pair_j = [], []
-        for j, c in finite:
-            rows = np.flatnonzero((days.first_ts < c) & (days.last_ts >= c))  # cut through
-            pair_rows.append(rows)
-            pair_j.append(np.full(rows.size, j, dtype=np.int64))
-        rows_all, j_all = np.concatenate(pair_rows), np.concatenate(pair_j)
-        partial = store.partial_sums(experiment_id, since=since, until=until, days=days, rows=rows_all,
-                                     cut_index=j_all, cuts=[c if c is not None else np.inf for c in cuts],
-                                     fields=need)
+        if prefetched is not None and prefetched.cuts == tuple(cuts) and prefetched.fields == need \
+                and prefetched.days is days:
+            rows_all, j_all, partial = prefetched.result()
+        else:
+            rows_all, j_all, partial = _partials(store, experiment_id, since, until, days, cuts, need)
     cols = {name: _day_column(days, name) for name in need} if finite else {}
     whole_cols = [BASE_COLUMNS.index(name) for name in need]
     out = []
@@ -116,6 +114,60 @@ def look_moments(
             looks[arm] = Moments(m.columns, np.asarray(float(np.count_nonzero(x[:, 0] > 0))), m.sums, m.cross)
         out.append(looks)
     return out
+
+
+def _finite_cuts(days: Any, cuts: Sequence[float | None]) -> list[tuple[int, float]]:
+    """(index, cutoff) of the cutoffs that can cut through a unit-day (not None, not after every row)."""
+    last = float(days.last_ts.max()) if days.rows else -np.inf
+    return [(j, float(c)) for j, c in enumerate(cuts) if c is not None and c <= last]
+
+
+def _partials(store: Any, experiment_id: str, since: float | None, until: float | None, days: Any,
+              cuts: Sequence[float | None], need: tuple[str, ...],
+              readers: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cut index, sums of ``need``): the unit-days each finite cutoff cuts through, completed from the
+    store (``EventStore.partial_sums``)."""
+    pair_rows, pair_j = [], []
+    for j, c in _finite_cuts(days, cuts):
+        rows = np.flatnonzero((days.first_ts < c) & (days.last_ts >= c))  # cut through
+        pair_rows.append(rows)
+        pair_j.append(np.full(rows.size, j, dtype=np.int64))
+    rows_all, j_all = np.concatenate(pair_rows), np.concatenate(pair_j)
+    partial = store.partial_sums(experiment_id, since=since, until=until, days=days, rows=rows_all, cut_index=j_all,
+                                 cuts=[c if c is not None else np.inf for c in cuts], fields=need,
+                                 **({"readers": readers} if readers else {}))
+    return rows_all, j_all, partial
+
+
+class PrefetchedPartials:
+    """The cut-through sums of ``look_moments`` read in a background thread while the analysis goes on (the
+    store's readers wait for SQLite / PostgreSQL without the GIL): started by ``prefetch_partials``."""
+
+    def __init__(self, store: Any, experiment_id: str, since: float | None, until: float | None, days: Any,
+                 cuts: Sequence[float | None], metric: str) -> None:
+        spec = ONLINE_METRICS[metric]
+        self.days, self.cuts = days, tuple(cuts)
+        self.fields = tuple(dict.fromkeys(("impressions", spec.numerator, spec.denominator)))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abh-prefetch")
+        # one reader: the analysis keeps the other core busy meanwhile (and a second page cache would push the
+        # peak RSS up while the bootstrap runs)
+        self._future = self._pool.submit(_partials, store, experiment_id, since, until, days, cuts, self.fields, 1)
+        self._pool.shutdown(wait=False)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._future.result()
+
+    def discard(self) -> None:
+        """Not needed after all: wait for the reads to end (the store may be closed next); errors are dropped."""
+        self._future.exception()
+
+
+def prefetch_partials(store: Any, experiment_id: str, *, since: float | None, until: float | None, days: Any,
+                      cuts: Sequence[float | None], metric: str) -> PrefetchedPartials | None:
+    """Start reading the unit-days the looks of ``metric`` at ``cuts`` cut through, if any (None otherwise)."""
+    if not _finite_cuts(days, cuts):
+        return None
+    return PrefetchedPartials(store, experiment_id, since, until, days, cuts, metric)
 
 
 def traffic_from_days(days: Any, bucket_s: float) -> list[tuple[float, str, int, int]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from abharness.analysis.daily import look_moments, new_units_per_bucket, traffic_from_days
+from abharness.analysis.daily import PrefetchedPartials, look_moments, new_units_per_bucket, traffic_from_days
 from abharness.analysis.loading import UnitTable, has_rollup, load_units
 from abharness.analysis.report import SegmentBreakdown, TimePoint, TrafficBucket
 from abharness.core.stats.compare import compare_metric
@@ -29,7 +29,7 @@ def cumulative_timeseries(
     store: EventStore, experiment_id: str, *, since: float | None, until: float | None, first_ts: np.ndarray,
     control: str, treatment: str, metric: str, points: int, alpha: float, test: TestKind, tuning_units: float,
     progress: Callable[[str], None] | None = None, keep_units: np.ndarray | None = None,
-    table: UnitTable | None = None, aggregation: str = "rollup",
+    table: UnitTable | None = None, aggregation: str = "rollup", prefetched: PrefetchedPartials | None = None,
 ) -> tuple[TimePoint, ...]:
     """Cumulative lift of ``metric`` at ``points`` looks, spaced by unit arrival (quantiles of units' first
     impression), the last look being the whole window. The always-valid p-value is the running minimum over
@@ -41,12 +41,14 @@ def cumulative_timeseries(
     cutoff cuts through are completed in one query). Otherwise, with a store that keeps per-unit rollups
     (``cumulative_moments``) and no ``keep_units``, the looks' moments come from one SQL pass, the last one being
     ``table``; otherwise (or with ``aggregation="scan"``) each look re-aggregates [since, cutoff) in the store.
+    ``prefetched``: the cut-through unit-days already being read (``daily.prefetch_partials``), used when its
+    cutoffs are these (dropped otherwise).
     """
     if points <= 0 or first_ts.size == 0:
+        if prefetched is not None:
+            prefetched.discard()
         return ()
-    qs = np.quantile(first_ts, np.arange(1, points) / points) if points > 1 else np.array([])
-    cutoffs = sorted({float(np.nextafter(q, np.inf)) for q in qs})
-    cutoffs = [c for c in cutoffs if until is None or c < until] + [until]
+    cutoffs = look_cutoffs(first_ts, points, until)
     spec = ONLINE_METRICS[metric]
     fields = tuple(dict.fromkeys(("impressions", spec.numerator, spec.denominator)))
     if aggregation == "rollup" and table is not None and table.days is not None:
@@ -56,9 +58,11 @@ def cumulative_timeseries(
         keep = np.isin(table.unit_ids, keep_units) if keep_units is not None else None
         per_look = look_moments(store, experiment_id, since=since, until=until, days=table.days, unit_arm=table.arm,
                                 unit_values=table.values, cuts=cutoffs, arms=(control, treatment), fields=fields,
-                                keep=keep)
+                                keep=keep, prefetched=prefetched)
         looks = {j: (m[control], m[treatment]) for j, m in enumerate(per_look)}
         return _points(looks, cutoffs, first_ts, spec, control, treatment, alpha, test, tuning_units)
+    if prefetched is not None:
+        prefetched.discard()
     fast = aggregation == "rollup" and keep_units is None and has_rollup(store)
     looks: dict[int, tuple[Moments, Moments]] = {}
     if fast:
@@ -78,6 +82,14 @@ def cumulative_timeseries(
             looks[j] = tuple(Moments.from_matrix(BASE_COLUMNS, t.values[t.mask(a) & kept])  # type: ignore[assignment]
                              for a in (control, treatment))
     return _points(looks, cutoffs, first_ts, spec, control, treatment, alpha, test, tuning_units)
+
+
+def look_cutoffs(first_ts: np.ndarray, points: int, until: float | None) -> list[float | None]:
+    """The time series' cutoffs: ``points - 1`` quantiles of the units' first impression (just after each), then
+    ``until`` (None: the whole window)."""
+    qs = np.quantile(first_ts, np.arange(1, points) / points) if points > 1 else np.array([])
+    cutoffs = sorted({float(np.nextafter(q, np.inf)) for q in qs})
+    return [c for c in cutoffs if until is None or c < until] + [until]
 
 
 def _points(looks: dict[int, tuple[Moments, Moments]], cutoffs: Sequence[float | None], first_ts: np.ndarray,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from abharness.analysis.daily import row_fields_for
+from abharness.analysis.daily import PrefetchedPartials, prefetch_partials, row_fields_for
 from abharness.analysis.deployments import deployment_changes, describe_changes
 from abharness.analysis.exclusions import apply_exclusions, exclude_interleaving, excluded_units
 from abharness.analysis.loading import (
@@ -30,7 +30,7 @@ from abharness.analysis.layered import arms_view
 from abharness.analysis.options import AnalysisOptions
 from abharness.analysis.report import AnalysisReport, CupedSummary, PowerSummary
 from abharness.analysis.resample import cluster_bootstrap_blas
-from abharness.analysis.sections import cumulative_timeseries, segment_breakdown, traffic_buckets
+from abharness.analysis.sections import cumulative_timeseries, look_cutoffs, segment_breakdown, traffic_buckets
 from abharness.core.interleaving import InterleavingResult, decide_interleaving, interleaving_test
 from abharness.core.stats.compare import MetricComparison, compare_metric
 from abharness.core.stats.decision import Decision, decide
@@ -116,6 +116,26 @@ def analyze(
     say("aggregating per unit in the store")
     table = load_units(store, experiment_id, since=since, until=until, aggregation=opts.aggregation,
                        row_fields=row_fields_for(opts.primary))
+    prefetched = None
+    if opts.aggregation == "rollup" and table.days is not None and not opts.exclusions.active() \
+            and opts.timeseries_points > 0 and table.first_ts.size:
+        # the time series' cut-through unit-days, read in the background while the rest is computed
+        prefetched = prefetch_partials(store, experiment_id, since=since, until=until, days=table.days,
+                                       cuts=look_cutoffs(table.first_ts, opts.timeseries_points, until),
+                                       metric=opts.primary)
+    try:
+        return _analyze_table(store, experiment_id, since, until, opts, names, table, prefetched, view, config,
+                              audit, segment, say)
+    finally:
+        if prefetched is not None:
+            prefetched.discard()
+
+
+def _analyze_table(store: EventStore, experiment_id: str, since: float | None, until: float | None,
+                   opts: AnalysisOptions, names: tuple[str, ...], table: Any, prefetched: PrefetchedPartials | None,
+                   view: Any, config: Any, audit: Any, segment: str | None,
+                   say: Callable[[str], None]) -> AnalysisReport:
+    """``analyze`` once the per-unit table is read."""
     inter = load_interleave(store, experiment_id, since=since, until=until, aggregation=opts.aggregation)
     if table.rows == 0 and inter.impressions.size == 0:
         raise AnalysisError(f"experiment {experiment_id!r} has no A/B or interleaved impressions in the window "
@@ -220,7 +240,7 @@ def analyze(
         store, experiment_id, since=since, until=until, first_ts=table.first_ts, control=control, treatment=first,
         metric=opts.primary, points=opts.timeseries_points, alpha=opts.alpha, test=opts.test,
         tuning_units=opts.tuning_units, progress=say, keep_units=table.unit_ids if exclusion is not None else None,
-        table=logged, aggregation=opts.aggregation,
+        table=logged, aggregation=opts.aggregation, prefetched=prefetched,
     )
     interleaving = _interleaving(inter, control, opts, diagnostics) if inter.impressions.size else None
     say("counting traffic per arm over time")

@@ -455,10 +455,10 @@ class RollupReads:
                                             row_fields=tuple(row_fields or rollup_arrays.DAY_SUMS))
 
     def partial_sums(self, experiment_id: str, *, since: float | None, until: float | None, days: Any, rows: Any,
-                     cut_index: Any, cuts: Sequence[float], fields: Sequence[str]) -> Any:
+                     cut_index: Any, cuts: Sequence[float], fields: Sequence[str], readers: int | None = None) -> Any:
         """Sums of ``fields`` over the impressions of the unit-days ``days[rows]`` before their cutoff
-        (``rollup_arrays.read_partial_sums``)."""
+        (``rollup_arrays.read_partial_sums``; ``readers``: concurrent connections, default 2)."""
         from abharness.stores import rollup_arrays
 
         return rollup_arrays.read_partial_sums(self, experiment_id, since=since, until=until, days=days, rows=rows,
-                                               cut_index=cut_index, cuts=cuts, fields=fields)
+                                               cut_index=cut_index, cuts=cuts, fields=fields, readers=readers)

@@ -372,18 +372,19 @@ def _sqlite_unit_days(store: Any, params: dict[str, Any], *, modes: tuple[str, .
 
 def read_partial_sums(store: Any, experiment_id: str, *, since: float | None, until: float | None,
                       days: UnitDays, rows: np.ndarray, cut_index: np.ndarray, cuts: Sequence[float],
-                      fields: Sequence[str]) -> np.ndarray:
+                      fields: Sequence[str], readers: int | None = None) -> np.ndarray:
     """Sums of ``fields`` over the impressions of unit-day ``rows[i]`` (indexes into ``days``) before
     ``cuts[cut_index[i]]`` (and inside the window): an array (len(rows), len(fields)), 0 where there is none.
 
-    The pairs are sorted in index order (consecutive seeks read neighbouring pages) and split into ``_WORKERS``
-    parts read concurrently on their own connections (SQLite and psycopg wait without the GIL)."""
+    The pairs are sorted in index order (consecutive seeks read neighbouring pages) and split into ``readers``
+    (default ``_WORKERS``) parts read concurrently on their own connections (SQLite and psycopg wait without the
+    GIL). Each SQLite reader has a 64 MiB page cache."""
     out = np.zeros((rows.size, len(fields)))
     if rows.size == 0:
         return out
     order = np.argsort(rows, kind="stable")
     rows, cut_index = rows[order], cut_index[order]
-    parts = np.array_split(np.arange(rows.size), min(_WORKERS, max(1, rows.size // _MIN_PART)))
+    parts = np.array_split(np.arange(rows.size), min(readers or _WORKERS, max(1, rows.size // _MIN_PART)))
     args = [(store, experiment_id, since, until, days, rows[p], cut_index[p], cuts, fields) for p in parts]
     if len(parts) == 1:
         results = [_partial_part(*args[0])]
