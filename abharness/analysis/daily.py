@@ -149,9 +149,11 @@ class PrefetchedPartials:
         self.days, self.cuts = days, tuple(cuts)
         self.fields = tuple(dict.fromkeys(("impressions", spec.numerator, spec.denominator)))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abh-prefetch")
-        # one reader: the analysis keeps the other core busy meanwhile (and a second page cache would push the
-        # peak RSS up while the bootstrap runs)
-        self._future = self._pool.submit(_partials, store, experiment_id, since, until, days, cuts, self.fields, 1)
+        # SQLite: one reader (the analysis keeps the other core busy meanwhile, and a second 64 MiB page cache
+        # would push the peak RSS up while the bootstrap runs); PostgreSQL: the seeks run in the server, two
+        # backends at once
+        self._future = self._pool.submit(_partials, store, experiment_id, since, until, days, cuts, self.fields,
+                                         1 if isinstance(getattr(store, "path", None), str) else None)
         self._pool.shutdown(wait=False)
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ __all__ = ["cluster_bootstrap_blas"]
 # costs half the float64 gather.
 _POISSON1_U8 = _POISSON1.astype(np.uint8)
 assert np.array_equal(_POISSON1_U8, _POISSON1)
+_WIDEN = 8  # resamples widened to float64 per product: half the chunk's memory (each resample's sums are the same)
 
 
 def cluster_bootstrap_blas(
@@ -41,7 +42,8 @@ def cluster_bootstrap_blas(
                 b = min(chunk, samples - start)
                 # exactly the draws of ``poisson1(rng, (b, units))``
                 w = _POISSON1_U8[rng.integers(0, _LEVELS, size=(b, sub_t.shape[1]), dtype=np.uint16)]
-                out[start:start + b] = (sub_t @ w.astype(np.float64).T).T
+                for lo in range(0, b, _WIDEN):  # widened a few resamples at a time (peak memory)
+                    out[start + lo:start + min(b, lo + _WIDEN)] = (sub_t @ w[lo:lo + _WIDEN].astype(np.float64).T).T
                 del w
             sums[name] = out
     pos = {c: j for j, c in enumerate(cols)}
