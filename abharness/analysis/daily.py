@@ -149,7 +149,7 @@ class PrefetchedPartials:
         self.days, self.cuts = days, tuple(cuts)
         self.fields = tuple(dict.fromkeys(("impressions", spec.numerator, spec.denominator)))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abh-prefetch")
-        # SQLite: one reader (the analysis keeps the other core busy meanwhile, and a second 64 MiB page cache
+        # SQLite: one reader (the analysis keeps the other core busy meanwhile, and a second page cache
         # would push the peak RSS up while the bootstrap runs); PostgreSQL: the seeks run in the server, two
         # backends at once
         self._future = self._pool.submit(_partials, store, experiment_id, since, until, days, cuts, self.fields,
