@@ -3,7 +3,11 @@
     .venv/bin/python loadtest/bench_proxy.py [--index artifacts/indexes/scifact-minilm] [--seconds 8]
         [--concurrency 1,4,16] [--cache-size 0] [--encoder onnx|torch|DIR] [--summary-json F]
 
-It measures, for a bounded time, side by side and alternating within each round:
+First, paired at concurrency 1 (``--pairs N`` sets, ``loadtest/proxy_pairs.py``): each set takes one query through
+the bare loop, ``backend.search`` and each proxy below, back to back in a random order, so a moving background
+load hits all paths alike; the p50 ratio proxy / bare is reported with a bootstrap 95 % interval over the sets
+(``--compare-tree DIR`` adds a proxy served from another checkout, e.g. main, to compare before and after in the
+same run). Then, for a bounded time, side by side and alternating within each round:
 
 0. bare: ``encoder.encode([q])`` + ``index.search_vectors`` in one sequential loop (no backend, no batching, no
    HTTP): the floor the proxy is compared with (only at concurrency 1: it is a sequential loop);
@@ -244,16 +248,20 @@ async def _drive_raw(base: str, queries: list[str], concurrency: int, seconds: f
     return lat, time.perf_counter() - t0, errors, 0.0
 
 
-def start_proxy(args: argparse.Namespace, logging_on: bool, db: Path) -> tuple[subprocess.Popen, str]:
+def start_proxy(args: argparse.Namespace, logging_on: bool, db: Path,
+                tree: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A proxy child process; ``tree``: serve it from another checkout (its code and its bench_proxy.py)."""
     port_file = db.with_suffix(".port")
     port_file.unlink(missing_ok=True)
-    cmd = [sys.executable, __file__, "--serve-child", "--db", str(db), "--port-file", str(port_file),
+    script = str(tree / "loadtest" / "bench_proxy.py") if tree else __file__
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+    cmd = [sys.executable, script, "--serve-child", "--db", str(db), "--port-file", str(port_file),
            "--cache-size", str(args.cache_size), "--k", str(args.k), "--torch-threads", str(args.torch_threads),
            "--http", args.http, "--encoder", args.encoder]
     cmd += ["--index", str(args.index)] if args.index else ["--fake"]
     if not logging_on:
         cmd.append("--no-logging")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 180
     import httpx
 
@@ -299,6 +307,43 @@ def set_threads(n: int) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def run_pairs(args: argparse.Namespace, backend: Any, queries: list[str],
+              bases: dict[str, str]) -> dict[str, Any]:
+    """Concurrency 1, paired: each set takes one query through the bare loop, ``backend.search`` and every proxy in
+    ``bases`` (label -> URL), in a random order per set (``proxy_pairs``); p50s and ratios to bare with CIs."""
+    from proxy_pairs import BlockingClient, measure_sets, ratio_ci
+
+    encoder, index = getattr(backend, "encoder", None), getattr(backend, "index", None)
+    clients = {label: BlockingClient(base) for label, base in bases.items()}
+
+    def proxy(client: BlockingClient) -> Any:
+        def call(q: str, i: int) -> None:
+            if client.search(q, f"u{i % 5000}") != 200:
+                raise SystemExit("a paired proxy request failed")
+        return call
+
+    paths: dict[str, Any] = {
+        "bare": (lambda q, i: index.search_vectors(encoder.encode([q], batch_size=1), args.k)) if encoder is not None
+        else (lambda q, i: backend.search([q], args.k)),
+        "in-process backend.search": lambda q, i: backend.search([q], args.k),
+        **{label: proxy(c) for label, c in clients.items()},
+    }
+    lat, loads = measure_sets(paths, queries, args.pairs, seed=args.seed)
+    for c in clients.values():
+        c.close()
+    out: dict[str, Any] = {"n": args.pairs, "load": loads, "p50_ms": {k: float(np.median(v) * 1e3) for k, v in lat.items()},
+                           "vs_bare": {k: ratio_ci(v, lat["bare"]) for k, v in lat.items() if k != "bare"}}
+    print(f"\npaired at concurrency 1: {args.pairs} sets x {len(paths)} paths (same query, random order per set), "
+          f"load average {min(loads):.1f}-{max(loads):.1f} during")
+    print(f"{'path':<34} {'p50 ms':>8} {'p50 / bare [95% CI]':>24} {'median pair ratio [95% CI]':>28} {'+ms/pair':>9}")
+    print(f"{'bare encode+search':<34} {out['p50_ms']['bare']:>8.2f}")
+    for k, r in out["vs_bare"].items():
+        print(f"{k:<34} {out['p50_ms'][k]:>8.2f} {r['p50_ratio']:>8.3f} [{r['p50_ratio_lo']:.3f}, {r['p50_ratio_hi']:.3f}]"
+              f"{r['median_pair_ratio']:>12.3f} [{r['median_pair_ratio_lo']:.3f}, {r['median_pair_ratio_hi']:.3f}]"
+              f"{r['median_pair_diff_ms']:>9.2f}")
+    return out
 
 
 def metric_value(text: str, name: str) -> float:
@@ -352,6 +397,11 @@ def main() -> None:
     p.add_argument("--summary-json", type=Path, help="also write the ratios as JSON here")
     p.add_argument("--client", default="raw", choices=["raw", "httpx"],
                    help="load generator: raw HTTP/1.1 keep-alive over asyncio streams (default) or httpx")
+    p.add_argument("--pairs", type=int, default=400,
+                   help="paired sets at concurrency 1 for the p50 ratio (0: the timed cells' p50s instead)")
+    p.add_argument("--seed", type=int, default=0, help="order of the paths within each paired set")
+    p.add_argument("--compare-tree", type=Path,
+                   help="also serve a logging-on proxy from this checkout (e.g. a worktree of main) in the pairs")
     p.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
@@ -388,12 +438,24 @@ def main() -> None:
     raws: dict[tuple[str, int], list[Raw]] = {(p_, c): [] for p_ in paths for c in levels}
     raws[(bare, 1)] = []
     backend.search([queries[0]], args.k)  # warm up
+    paired: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         procs = {}
         try:
             for logging_on in (True, False):
                 procs[logging_on] = start_proxy(args, logging_on, Path(tmp) / f"events-{int(logging_on)}.db")
                 asyncio.run(_drive(procs[logging_on][1], queries, 1, 1.0))  # warm up
+            if args.compare_tree:
+                procs["compare"] = start_proxy(args, True, Path(tmp) / "events-compare.db", args.compare_tree)
+            if args.pairs > 0:
+                bases = {paths[1]: procs[True][1], paths[2]: procs[False][1]}
+                if args.compare_tree:
+                    bases[f"proxy /search, on, {args.compare_tree.name}"] = procs["compare"][1]
+                paired = run_pairs(args, backend, queries, bases)
+            if args.compare_tree:
+                compare = procs.pop("compare")[0]
+                compare.terminate()
+                compare.wait(60)
             for r in range(args.rounds):
                 raws[(bare, 1)].append(bench_bare(backend, queries, args.k, args.seconds))
                 for c in levels:
@@ -427,14 +489,20 @@ def main() -> None:
     cell = {(name, c): s_ for name, c, s_ in rows}
     ratios = {}
     for label, path in (("logging on", paths[1]), ("logging off", paths[2])):
-        if (path, 1) in cell:
+        if paired:
+            ratios[f"p50 ratio, {label}"] = paired["vs_bare"][path]["p50_ratio"]
+        elif (path, 1) in cell:
             ratios[f"p50 ratio, {label}"] = cell[(path, 1)]["p50_ms"] / floor["p50_ms"]
         ratios[f"throughput ratio, {label}"] = best[path] / floor["rps"]
     print(f"\nissue 13 item 2 ({desc.split('(')[1].split(' + ')[0]}): bare sequential p50 {floor['p50_ms']:.2f} ms, "
           f"{floor['rps']:.1f} req/s")
     for name, value in ratios.items():
         goal = "<= 1.15" if name.startswith("p50") else ">= 1.5"
-        print(f"  proxy {name}: {value:.2f} (goal {goal})")
+        ci = ""
+        if paired and name.startswith("p50"):
+            r = paired["vs_bare"][paths[1] if name.endswith(" on") else paths[2]]
+            ci = f" [95% CI {r['p50_ratio_lo']:.2f}-{r['p50_ratio_hi']:.2f}, {paired['n']} paired sets]"
+        print(f"  proxy {name}: {value:.2f}{ci} (goal {goal})")
     w = bench_writer(args.writer_events)
     print(f"\nEventWriter -> SQLite (WAL), batch 500: {w['written']:.0f}/{w['n']} impressions written, "
           f"{w['events_per_s']:.0f} events/s sustained, submit {w['submit_us']:.1f} us/event, lost {w['lost']}")
@@ -443,6 +511,7 @@ def main() -> None:
         args.summary_json.write_text(json.dumps({
             "backend": desc, "bare": floor, "ratios": ratios, "best_rps": best, "writer_events_per_s": w["events_per_s"],
             "cells": [{"path": n, "concurrency": c, **s_} for n, c, s_ in rows], "load_after": os.getloadavg()[0],
+            "paired": paired,
         }, indent=2))
     if tmp_index is not None:
         tmp_index.cleanup()
