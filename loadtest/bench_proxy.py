@@ -254,7 +254,11 @@ def start_proxy(args: argparse.Namespace, logging_on: bool, db: Path,
     port_file = db.with_suffix(".port")
     port_file.unlink(missing_ok=True)
     script = str(tree / "loadtest" / "bench_proxy.py") if tree else __file__
-    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+    env = None
+    if tree:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+    elif args.child_path:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(args.child_path), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, script, "--serve-child", "--db", str(db), "--port-file", str(port_file),
            "--cache-size", str(args.cache_size), "--k", str(args.k), "--torch-threads", str(args.torch_threads),
            "--http", args.http, "--encoder", args.encoder]
@@ -334,7 +338,8 @@ def run_pairs(args: argparse.Namespace, backend: Any, queries: list[str],
     for c in clients.values():
         c.close()
     out: dict[str, Any] = {"n": args.pairs, "load": loads, "p50_ms": {k: float(np.median(v) * 1e3) for k, v in lat.items()},
-                           "vs_bare": {k: ratio_ci(v, lat["bare"]) for k, v in lat.items() if k != "bare"}}
+                           "vs_bare": {k: ratio_ci(v, lat["bare"]) for k, v in lat.items() if k != "bare"},
+                           "latencies_ms": {k: [round(x * 1e3, 4) for x in v] for k, v in lat.items()}}
     print(f"\npaired at concurrency 1: {args.pairs} sets x {len(paths)} paths (same query, random order per set), "
           f"load average {min(loads):.1f}-{max(loads):.1f} during")
     print(f"{'path':<34} {'p50 ms':>8} {'p50 / bare [95% CI]':>24} {'median pair ratio [95% CI]':>28} {'+ms/pair':>9}")
@@ -402,6 +407,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="order of the paths within each paired set")
     p.add_argument("--compare-tree", type=Path,
                    help="also serve a logging-on proxy from this checkout (e.g. a worktree of main) in the pairs")
+    p.add_argument("--child-path", type=Path,
+                   help="prepend this directory to PYTHONPATH of this tree's proxy children only (e.g. a pip --target "
+                        "dir with httptools, to measure it against --compare-tree without it)")
     p.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
