@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from proxy_pairs import run_pairs  # loadtest/proxy_pairs.py (this script's directory is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ABHARNESS_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -313,44 +314,6 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def run_pairs(args: argparse.Namespace, backend: Any, queries: list[str],
-              bases: dict[str, str]) -> dict[str, Any]:
-    """Concurrency 1, paired: each set takes one query through the bare loop, ``backend.search`` and every proxy in
-    ``bases`` (label -> URL), in a random order per set (``proxy_pairs``); p50s and ratios to bare with CIs."""
-    from proxy_pairs import BlockingClient, measure_sets, ratio_ci
-
-    encoder, index = getattr(backend, "encoder", None), getattr(backend, "index", None)
-    clients = {label: BlockingClient(base) for label, base in bases.items()}
-
-    def proxy(client: BlockingClient) -> Any:
-        def call(q: str, i: int) -> None:
-            if client.search(q, f"u{i % 5000}") != 200:
-                raise SystemExit("a paired proxy request failed")
-        return call
-
-    paths: dict[str, Any] = {
-        "bare": (lambda q, i: index.search_vectors(encoder.encode([q], batch_size=1), args.k)) if encoder is not None
-        else (lambda q, i: backend.search([q], args.k)),
-        "in-process backend.search": lambda q, i: backend.search([q], args.k),
-        **{label: proxy(c) for label, c in clients.items()},
-    }
-    lat, loads = measure_sets(paths, queries, args.pairs, seed=args.seed)
-    for c in clients.values():
-        c.close()
-    out: dict[str, Any] = {"n": args.pairs, "load": loads, "p50_ms": {k: float(np.median(v) * 1e3) for k, v in lat.items()},
-                           "vs_bare": {k: ratio_ci(v, lat["bare"]) for k, v in lat.items() if k != "bare"},
-                           "latencies_ms": {k: [round(x * 1e3, 4) for x in v] for k, v in lat.items()}}
-    print(f"\npaired at concurrency 1: {args.pairs} sets x {len(paths)} paths (same query, random order per set), "
-          f"load average {min(loads):.1f}-{max(loads):.1f} during")
-    print(f"{'path':<34} {'p50 ms':>8} {'p50 / bare [95% CI]':>24} {'median pair ratio [95% CI]':>28} {'+ms/pair':>9}")
-    print(f"{'bare encode+search':<34} {out['p50_ms']['bare']:>8.2f}")
-    for k, r in out["vs_bare"].items():
-        print(f"{k:<34} {out['p50_ms'][k]:>8.2f} {r['p50_ratio']:>8.3f} [{r['p50_ratio_lo']:.3f}, {r['p50_ratio_hi']:.3f}]"
-              f"{r['median_pair_ratio']:>12.3f} [{r['median_pair_ratio_lo']:.3f}, {r['median_pair_ratio_hi']:.3f}]"
-              f"{r['median_pair_diff_ms']:>9.2f}")
-    return out
-
-
 def metric_value(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -459,7 +422,7 @@ def main() -> None:
                 bases = {paths[1]: procs[True][1], paths[2]: procs[False][1]}
                 if args.compare_tree:
                     bases[f"proxy /search, on, {args.compare_tree.name}"] = procs["compare"][1]
-                paired = run_pairs(args, backend, queries, bases)
+                paired = run_pairs(backend, queries, bases, k=args.k, n=args.pairs, seed=args.seed)
             if args.compare_tree:
                 compare = procs.pop("compare")[0]
                 compare.terminate()

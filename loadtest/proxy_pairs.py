@@ -15,10 +15,11 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["BlockingClient", "measure_sets", "ratio_ci"]
+__all__ = ["BlockingClient", "measure_sets", "ratio_ci", "run_pairs"]
 
 
 class BlockingClient:
@@ -107,3 +108,39 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, *, reps: int = 4000, level: float
         "median_pair_ratio_hi": float(np.percentile(boot_per, hi)),
         "median_pair_diff_ms": float(np.median(num - den) * 1e3),
     }
+
+
+def run_pairs(backend: Any, queries: Sequence[str], bases: dict[str, str], *, k: int, n: int,
+              seed: int = 0) -> dict[str, Any]:
+    """Concurrency 1, paired: each set takes one query through the bare loop, ``backend.search`` and every proxy in
+    ``bases`` (label -> URL), in a random order per set (``proxy_pairs``); p50s and ratios to bare with CIs."""
+    encoder, index = getattr(backend, "encoder", None), getattr(backend, "index", None)
+    clients = {label: BlockingClient(base) for label, base in bases.items()}
+
+    def proxy(client: BlockingClient) -> Any:
+        def call(q: str, i: int) -> None:
+            if client.search(q, f"u{i % 5000}") != 200:
+                raise SystemExit("a paired proxy request failed")
+        return call
+
+    paths: dict[str, Any] = {
+        "bare": (lambda q, i: index.search_vectors(encoder.encode([q], batch_size=1), k)) if encoder is not None
+        else (lambda q, i: backend.search([q], k)),
+        "in-process backend.search": lambda q, i: backend.search([q], k),
+        **{label: proxy(c) for label, c in clients.items()},
+    }
+    lat, loads = measure_sets(paths, queries, n, seed=seed)
+    for c in clients.values():
+        c.close()
+    out: dict[str, Any] = {"n": n, "load": loads, "p50_ms": {k: float(np.median(v) * 1e3) for k, v in lat.items()},
+                           "vs_bare": {k: ratio_ci(v, lat["bare"]) for k, v in lat.items() if k != "bare"},
+                           "latencies_ms": {k: [round(x * 1e3, 4) for x in v] for k, v in lat.items()}}
+    print(f"\npaired at concurrency 1: {n} sets x {len(paths)} paths (same query, random order per set), "
+          f"load average {min(loads):.1f}-{max(loads):.1f} during")
+    print(f"{'path':<34} {'p50 ms':>8} {'p50 / bare [95% CI]':>24} {'median pair ratio [95% CI]':>28} {'+ms/pair':>9}")
+    print(f"{'bare encode+search':<34} {out['p50_ms']['bare']:>8.2f}")
+    for k, r in out["vs_bare"].items():
+        print(f"{k:<34} {out['p50_ms'][k]:>8.2f} {r['p50_ratio']:>8.3f} [{r['p50_ratio_lo']:.3f}, {r['p50_ratio_hi']:.3f}]"
+              f"{r['median_pair_ratio']:>12.3f} [{r['median_pair_ratio_lo']:.3f}, {r['median_pair_ratio_hi']:.3f}]"
+              f"{r['median_pair_diff_ms']:>9.2f}")
+    return out
