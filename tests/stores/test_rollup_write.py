@@ -135,3 +135,48 @@ def test_two_replicas_writing_at_once_keep_the_rollups_exact(pg_url: str) -> Non
     finally:
         for s in stores:
             s.close()
+
+
+@pytest.mark.postgres
+def test_a_duplicate_committed_by_another_replica_during_the_copy_falls_back_to_on_conflict(pg_url: str) -> None:
+    """The direct COPY probes the keys first; a replica's *uncommitted* copy of the same impression is invisible
+    to the probe, so the COPY waits for it and fails on the primary key when it commits. The batch must then be
+    stored through the staged ON CONFLICT path: the duplicate ignored, the rest stored, the rollups exact."""
+    import psycopg
+
+    from abharness.stores import codec, postgres_write
+
+    def imp(i: int) -> Impression:
+        return Impression(f"race-{i}", EXP, T0 + i, f"u{i}", "baseline", "ab", "q", 3,
+                          tuple(ShownResult(f"d{p}", p, 1.0 / p) for p in range(1, 4)),
+                          fingerprints={"baseline": {"model": "m1", "index": "x"}})
+
+    shared, other = imp(1), imp(2)
+    clicks = [Click(e.impression_id, EXP, e.unit_id, e.arm, e.ts + 1, "d2", 2) for e in (shared, other)]
+    store = open_store(pg_url)
+    holder = psycopg.connect(pg_url)
+    result: list[Any] = []
+    try:
+        writer = postgres_write.StagedWriter()
+        writer._ensure_staging(holder)
+        holder.execute("SELECT 1")  # an open transaction: the write below stays uncommitted until commit()
+        writer.write(holder, codec.encode_batch([shared, clicks[0]]))
+        thread = threading.Thread(target=lambda: result.append(store.write_batch([shared, other, *clicks])))
+        thread.start()
+        with psycopg.connect(pg_url, autocommit=True) as watch:
+            for _ in range(200):  # until the store's COPY waits for the holder's uncommitted key
+                waiting = watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                        "AND datname = current_database()").fetchone()
+                if waiting and waiting[0]:
+                    break
+                threading.Event().wait(0.05)
+            else:
+                pytest.fail("the store's write never waited for the uncommitted duplicate")
+        holder.commit()
+        thread.join(timeout=60)
+        assert result and result[0].stored == 2 and result[0].duplicates == 2
+        assert_equal_tables(snapshot(store), rebuilt(store))
+        assert [r[0] for r in snapshot(store)["impression_facts"]] == ["race-1", "race-2"]
+    finally:
+        holder.close()
+        store.close()
