@@ -1,11 +1,15 @@
-"""``PostgresStore.write_batch``: COPY into staging tables, move with ON CONFLICT DO NOTHING, then the rollups.
+"""``PostgresStore.write_batch``: COPY the new rows, fall back to staged ON CONFLICT, then the rollups.
 
 One transaction per batch:
 
-1. each table's rows are ``COPY``ed into a session-local staging table and moved with
-   ``INSERT ... SELECT ... ORDER BY key ON CONFLICT DO NOTHING`` (two replicas' batches take row locks in key
-   order, so they do not deadlock); the impressions INSERT returns the rows it stored (a staged duplicate with
-   other content is not the stored one), with the text of their fingerprints as the database renders it;
+1. impressions and clicks: one probe of their primary keys, then the rows not stored yet are ``COPY``ed straight
+   into the tables in key order, inside a savepoint (``StagedWriter._copy_direct``); when another replica commits
+   one of the same keys meanwhile, the savepoint is rolled back and they take the staged path below. Audit
+   entries and feedback (and impressions and clicks after that fallback) are ``COPY``ed into a session-local
+   staging table and moved with ``INSERT ... SELECT ... ORDER BY key ON CONFLICT DO NOTHING`` (two replicas'
+   batches take row locks in key order, so they do not deadlock); the impressions INSERT returns the rows it
+   stored (a staged duplicate with other content is not the stored one), with the text of their fingerprints
+   as the database renders it;
 2. under the maintenance advisory lock (one replica at a time, so each plan sees every other replica's
    committed batch: a click committed by one replica while another stores its impression is counted by
    whichever of the two maintains second), ``rollup_write.plan_maintenance`` is computed from the stored facts
