@@ -11,19 +11,18 @@ and checked before every transaction. A database file that was deleted (or its d
 a failing store (``StoreError``), never a silent write into an unlinked file; no new connection is opened on a
 path whose file is gone (that would create an empty database). SQLite maps the WAL index (``-shm``) into memory;
 a ``-shm`` file shrunk under the process (truncated by another program) would fault with SIGBUS on the next
-access, so its size is checked too and the store stops touching its connections when it shrank.
+access, so its size is checked too and the store stops touching its connections when it shrank
+(``abharness.stores.sqlite_shm``: by path only, never opening the ``-shm``, which would drop SQLite's locks on it).
 ``mmap_size=0``: the database file itself is read with ``read()``, never memory-mapped.
 """
 
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import logging
 import os
 import socket
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -46,50 +45,13 @@ from abharness.errors import StoreError
 from abharness.stores import codec, queries, rollup, sqlite_write
 from abharness.stores.base import WriteResult
 from abharness.stores.schema import LATEST_VERSION, MIGRATIONS_TABLE_DDL, pending
+from abharness.stores.sqlite_shm import shm_problem as _shm_problem
 
 __all__ = ["SQLiteStore"]
 
 log = logging.getLogger(__name__)
 
 _BUSY_TIMEOUT_MS = 30_000
-_SHM_MIN_BYTES = 32_768  # SQLite maps the WAL index in 32 KiB regions
-
-
-_FS_IOC_GETFLAGS = 0x80086601
-_FS_IMMUTABLE_FL = 0x10
-_FS_APPEND_FL = 0x20
-
-
-def _shm_problem(shm: str) -> str | None:
-    """Why writing the mapped WAL index ``shm`` would fault (SIGBUS), or None.
-
-    A shared writable mapping faults with SIGBUS when the file shrinks below a mapped page, when the file is made
-    immutable or append-only (the kernel refuses the page write), or when its file system goes read-only.
-    """
-    try:
-        fd = os.open(shm, os.O_RDONLY)
-    except FileNotFoundError:
-        return None  # not created yet, or unlinked (the mapping of an unlinked file stays valid)
-    except OSError as exc:
-        return f"has an unreadable WAL index -shm ({exc.strerror})"
-    try:
-        if os.fstat(fd).st_size < _SHM_MIN_BYTES:
-            return "has a truncated WAL index (-shm)"
-        if os.fstatvfs(fd).f_flag & os.ST_RDONLY:
-            return "is on a file system that went read-only"
-        try:
-            buf = bytearray(8)
-            fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
-            flags = int.from_bytes(buf[:4], sys.byteorder)
-        except OSError:
-            return None  # file system without inode flags (tmpfs): no immutable bit to fear
-        if flags & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
-            return "has an immutable or append-only WAL index (-shm); SQLite can no longer write it"
-        return None
-    finally:
-        os.close(fd)
-
-
 
 
 class SQLiteStore(rollup.RollupReads):

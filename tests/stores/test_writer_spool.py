@@ -223,3 +223,42 @@ def test_an_unwritable_wal_index_is_a_store_error_not_sigbus(tmp_path, fault, re
     assert "WAL index" in proc.stdout and "alive" in proc.stdout
     if fault == "immutable":
         assert "recovered 2" in proc.stdout
+
+
+# Does another process see SQLite's shared lock on the dead-man-switch byte of the -shm (UNIX_SHM_BASE
+# (22 + 8) * 4 = 120, plus SQLITE_SHM_NLOCK = 8), held by the process that has the WAL index mapped? F_GETLK
+# reports another process's locks only, hence a child. struct flock on Linux: l_type, l_whence, l_start, l_len,
+# l_pid.
+_DMS_PROBE = r"""
+import fcntl, struct, sys
+with open(sys.argv[1], "rb") as f:
+    got = fcntl.fcntl(f.fileno(), fcntl.F_GETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 128, 1, 0))
+l_type, _, _, _, pid = struct.unpack("hhqqi4x", got)
+print("unlocked" if l_type == fcntl.F_UNLCK else f"locked by {pid}")
+"""
+
+
+def test_the_file_checks_keep_sqlites_wal_index_lock(tmp_path) -> None:
+    """The store checks its file (and -shm) before every transaction. Opening and closing the -shm for that
+    dropped every POSIX lock this process held on it, SQLite's dead-man-switch lock among them: the next process
+    to open the database then took itself for the first, truncated the -shm and rebuilt it, and this process's
+    next commit died of SIGBUS (``abharness ingest`` did, while a test polled its database)."""
+    store = _sqlite(tmp_path)
+    try:
+        store.write_batch([imp(0)])  # the connection maps the -shm (and takes the lock)
+        store.write_batch([imp(1)])  # checked the file (and -shm) again before this transaction
+        store.counts()
+        probe = subprocess.run([sys.executable, "-c", _DMS_PROBE, str(tmp_path / "db" / "e.db-shm")],
+                               capture_output=True, text=True, timeout=60)
+        assert probe.returncode == 0, probe.stderr
+        assert probe.stdout.strip() == f"locked by {os.getpid()}"
+        # And a reader in another process leaves the writer's mapping alone: more commits, no SIGBUS.
+        read = ("import sqlite3, sys\n"
+                "print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM impressions').fetchone()[0])")
+        for i in range(2, 6):
+            out = subprocess.run([sys.executable, "-c", read, str(tmp_path / "db" / "e.db")], capture_output=True,
+                                 text=True, timeout=60)
+            assert out.stdout.strip() == str(i), out.stderr
+            store.write_batch([imp(i)])
+    finally:
+        store.close()
