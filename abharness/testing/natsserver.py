@@ -89,6 +89,25 @@ def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.05) -> 
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def wait_for_progress(measure, done, stall_s: float, what: str, poll_s: float = 0.1,  # type: ignore[no-untyped-def]
+                      detail=None) -> None:
+    """Poll ``measure()`` until ``done(value)``; fail only when the value has not changed for ``stall_s`` seconds.
+
+    For work done by a child process: on a loaded machine a starved child is slow, not stuck, and a bound on the
+    total time fails it anyway; a bound on the time without progress fails only a stall. ``detail()`` (optional)
+    is called on failure and its text added to the message (e.g. the consumer's state)."""
+    last = measure()
+    since = time.monotonic()
+    while not done(last):
+        time.sleep(poll_s)
+        value = measure()
+        if value != last:
+            last, since = value, time.monotonic()
+        elif time.monotonic() - since >= stall_s:
+            extra = f"; {detail()}" if detail is not None else ""
+            raise AssertionError(f"no progress for {stall_s} s waiting for {what}: stuck at {last!r}{extra}")
+
+
 def impressions(db: Path) -> int:
     import sqlite3
 
@@ -104,7 +123,15 @@ def impressions(db: Path) -> int:
 def waiting_pulls(url: str, durable: str) -> int:
     """Pull requests waiting on the durable consumer of ``url``'s stream (0 while it does not exist yet): how a
     test knows that N ingest processes are up and fetching."""
+    state = consumer_state(url, durable)
+    return 0 if state is None else state["num_waiting"]
+
+
+def consumer_state(url: str, durable: str) -> dict[str, int] | None:
+    """The stream's message count and the durable consumer's counters (None while the consumer does not exist:
+    the ingest process has not subscribed yet). Callable from a coroutine too (it runs in a thread of its own)."""
     import asyncio
+    import concurrent.futures
 
     import nats
     from nats.js.errors import NotFoundError
@@ -113,14 +140,21 @@ def waiting_pulls(url: str, durable: str) -> int:
 
     target = parse_nats_url(url)
 
-    async def ask() -> int:
+    async def ask() -> dict[str, int] | None:
         nc = await nats.connect(servers=[target.server], connect_timeout=2, allow_reconnect=False)
         try:
-            info = await nc.jetstream().consumer_info(target.stream, durable)
-            return int(info.num_waiting or 0)
+            js = nc.jetstream()
+            info = await js.consumer_info(target.stream, durable)
+            stream = await js.stream_info(target.stream)
         except NotFoundError:
-            return 0
+            return None
         finally:
             await nc.close()
+        return {"stream_messages": int(stream.state.messages), "num_pending": int(info.num_pending or 0),
+                "num_ack_pending": int(info.num_ack_pending or 0), "num_redelivered": int(info.num_redelivered or 0),
+                "num_waiting": int(info.num_waiting or 0),
+                "delivered": int(info.delivered.stream_seq if info.delivered else 0),
+                "ack_floor": int(info.ack_floor.stream_seq if info.ack_floor else 0)}
 
-    return asyncio.run(ask())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # no asyncio.run inside a running loop (async tests)
+        return pool.submit(asyncio.run, ask()).result()
