@@ -174,8 +174,9 @@ def test_writer_on_a_deleted_sqlite_file_spools(tmp_path) -> None:
     fresh.close()
 
 
-_SHM_FAULT = r"""
-import subprocess, sys
+# The start shared by the child scripts below: a SQLite store at argv[1] holding one impression.
+_CHILD_STORE = r"""
+import os, subprocess, sys
 from abharness.core.events import Impression
 from abharness.errors import StoreError
 from abharness.stores import open_store
@@ -183,6 +184,9 @@ db = sys.argv[1]
 s = open_store("sqlite:///" + db)
 imp = lambda i: Impression(f"i{i}", "e", float(i), "u", "a", "ab", "q", 3, ())
 s.write_batch([imp(0)])
+"""
+
+_SHM_FAULT = _CHILD_STORE + r"""
 if sys.argv[2] == "truncate":
     open(db + "-shm", "r+b").truncate(0)
 else:
@@ -256,14 +260,7 @@ def test_the_file_checks_keep_sqlites_wal_index_lock(tmp_path) -> None:
         store.close()
 
 
-_READER_DURING_COMMIT = r"""
-import os, subprocess, sys
-from abharness.core.events import Impression
-from abharness.stores import open_store
-db = sys.argv[1]
-s = open_store("sqlite:///" + db)
-imp = lambda i: Impression(f"i{i}", "e", float(i), "u", "a", "ab", "q", 3, ())
-s.write_batch([imp(0)])
+_READER_DURING_COMMIT = _CHILD_STORE + r"""
 s.write_batch([imp(1)])  # the file checks ran with the -shm mapped
 reader = ("import sqlite3, sys\n"
           "print(sqlite3.connect(sys.argv[1], timeout=30).execute('SELECT count(*) FROM impressions').fetchone())")
