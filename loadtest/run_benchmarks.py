@@ -1,7 +1,7 @@
 """``make bench``: run the issue-13 benchmarks and print one table of their ratios and figures, each with its command
 and the machine's load average while it ran (a script that measures; nothing here passes or fails on a time).
 
-    .venv/bin/python loadtest/run_benchmarks.py [--quick] [--only encoder,proxy,analysis,store]
+    .venv/bin/python loadtest/run_benchmarks.py [--quick] [--only encoder,proxy,analysis,store,demo]
 
 Every benchmark is a script under ``loadtest/`` run as its own process. A script that accepts ``--summary-json FILE``
 writes its figures there as ``{"table": [{"figure", "value", "goal"}...]}`` (or the richer dict the encoder and
@@ -41,6 +41,7 @@ BENCHES = [
           ["--seconds", "5", "--rounds", "2", "--concurrency", "1,8", "--writer-events", "20000", "--pairs", "200"]),
     Bench("analysis", "loadtest/bench_analysis.py", [], ["--impressions", "1000000", "--units", "100000"]),
     Bench("store", "loadtest/bench_store.py", [], ["--events", "20000"]),
+    Bench("demo", "loadtest/bench_demo.py", [], ["--quick"]),
 ]
 
 
