@@ -31,6 +31,7 @@ from abharness.api.admin_layers import lifecycle_router
 from abharness.api.openapi import install_openapi
 from abharness.api.browser import BeaconMiddleware, PublicCORSMiddleware, browser_router
 from abharness.api.docs import install_offline_docs
+from abharness.api.fast import FastSearchMiddleware
 from abharness.api.routes import RequestError, router
 from abharness.backends.base import SearchBackend
 from abharness.backends.factory import UnavailableBackend, build_backends, open_arm_backend
@@ -355,6 +356,7 @@ def create_app(
     install_error_handlers(app)
     install_offline_docs(app)
     install_openapi(app, config)
+    app.add_middleware(FastSearchMiddleware)  # innermost: after CORS and the body limit, before the router
     app.add_middleware(BeaconMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.limits.max_body_bytes)
     if config.cors is not None:  # outermost: a preflight is answered before any other check

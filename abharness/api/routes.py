@@ -31,7 +31,7 @@ from abharness.core.tokens import InvalidToken
 from abharness.core.units import cookie_key, issue_cookie, read_cookie, verify_unit
 from abharness.serve.service import ProxyService, QueueFull
 
-__all__ = ["router", "get_service", "RequestError"]
+__all__ = ["router", "get_service", "run_search", "RequestError"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,13 @@ def _page_of(body: SearchRequest, unit_id: str, service: ProxyService,
 @router.post("/search", response_model=SearchResponse, responses=error_responses(400, 403, 413, 422, 503))
 async def search(body: SearchRequest, request: Request, response: Response, service: Service) -> SearchResponse:
     """Route one search (ab / interleave / shadow) and return the shown list with a signed impression token."""
+    return await run_search(body, request, response, service)
+
+
+async def run_search(body: SearchRequest, request: Request, response: Response,
+                     service: ProxyService) -> SearchResponse:
+    """The work of ``POST /search`` once the body is validated (shared by the route and ``abharness.api.fast``);
+    sets the session cookie on ``response`` when it issues one."""
     limits = service.config.limits
     if len(body.query) > limits.max_query_chars:
         raise RequestError(
@@ -148,6 +155,7 @@ async def search(body: SearchRequest, request: Request, response: Response, serv
         context["user_agent"] = agent[:256]
     offset, page = _page_of(body, unit_id, service, context)
     out = await service.search(body.query, unit_id, body.k, context, offset=offset, page=page)
+    titles = out.titles
     return SearchResponse(
         impression_id=out.impression_id,
         impression_token=out.impression_token,
@@ -156,7 +164,7 @@ async def search(body: SearchRequest, request: Request, response: Response, serv
         fallback=out.fallback,
         unit_id=unit_id,
         results=[
-            SearchResult(doc_id=r.doc_id, score=r.score, title=out.titles.get(r.doc_id, ""), position=r.position,
+            SearchResult(doc_id=r.doc_id, score=r.score, title=titles.get(r.doc_id, ""), position=r.position,
                          team=r.team)
             for r in out.results
         ],

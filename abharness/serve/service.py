@@ -1,8 +1,9 @@
 """The serve use case: route a search to an arm (or interleave / shadow), log the exposure, validate clicks.
 
 No FastAPI here: the routes parse HTTP and call ``ProxyService``; tests can drive it directly. Backends are
-synchronous (``SearchBackend.search``) and run in worker threads, with one capacity limiter per arm so a hung
-treatment cannot starve control of threads. Events go to a non-blocking writer (``submit`` never waits).
+synchronous (``SearchBackend.search``) and run in worker threads, at most 64 at once per arm so a hung
+treatment cannot starve control of threads (``abharness.serve.workers``). Events go to a non-blocking writer
+(``submit`` never waits).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import anyio
 import anyio.to_thread
 
 from abharness.backends.base import SearchBackend
@@ -32,6 +32,7 @@ from abharness.errors import BackendError, StoreError
 from abharness.observability.metrics import ProxyMetrics
 from abharness.serve.layered import LayeredRouter, Routed
 from abharness.serve.state import ExperimentState
+from abharness.serve.workers import ArmTimeout, ArmWorkers
 from abharness.stores.base import EventStore
 
 __all__ = ["ProxyService", "SearchOutcome", "ClickOutcome", "ControlUnavailable", "QueueFull", "Writer"]
@@ -130,7 +131,7 @@ class ProxyService:
         self.store = store
         self._secret = secret
         self._clock = clock
-        self._limiters = {name: anyio.CapacityLimiter(64) for name in backends}
+        self._workers = {name: ArmWorkers(name, limit=64) for name in backends}
         self._audit_keys: set[tuple[Any, ...]] = set()
         self._seen = _SeenClicks()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
@@ -156,11 +157,8 @@ class ProxyService:
         backend = self.backends[arm]
         t0 = time.perf_counter()
         try:
-            with anyio.fail_after(timeout_s):
-                hits = await anyio.to_thread.run_sync(
-                    backend.search, [query], k, limiter=self._limiters[arm], abandon_on_cancel=True
-                )
-        except TimeoutError:
+            hits = await self._workers[arm].run(timeout_s, backend.search, [query], k)
+        except ArmTimeout:
             self.metrics.search_errors.labels(arm).inc()
             self.metrics.backend_up.labels(arm).set(0)
             raise BackendError(f"arm {arm!r} did not answer within {timeout_s:g} s") from None
