@@ -118,26 +118,24 @@ class ArmWorkers:
             with self._lock:
                 self._pending -= 1
                 self._busy += 1
-            try:
-                self._run(job)
-            finally:
-                with self._lock:
-                    self._busy -= 1
+            self._run(job)
 
-    @staticmethod
-    def _run(job: _Job) -> None:
+    def _run(self, job: _Job) -> None:
         loop, fut, context, fn, args = job
-        if fut.done():  # abandoned while it waited for a thread (timed out or cancelled): never started
-            return
         result: Any = None
         exc: BaseException | None = None
         try:
-            result = context.run(fn, *args)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller, like any result
-            exc = e
+            if fut.done():  # abandoned while it waited for a thread (timed out or cancelled): never started
+                return
+            try:
+                result = context.run(fn, *args)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller, like any result
+                exc = e
+        finally:
+            with self._lock:
+                self._busy -= 1
+        # Hand the result over last: the event loop's thread wakes up for it while this one goes back to wait.
         try:
             loop.call_soon_threadsafe(_deliver, fut, result, exc)
         except RuntimeError:  # the loop closed meanwhile (shutdown): nobody waits for this result
-            log.debug("arm %s: a search finished after its event loop closed; result dropped", fut)
-        finally:
-            del result, exc
+            log.debug("arm %s: a search finished after its event loop closed; result dropped", self.name)
