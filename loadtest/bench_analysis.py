@@ -244,7 +244,13 @@ def main() -> None:
     stores = [] if args.skip_sqlite else [("SQLite", f"sqlite:///{args.db}")]
     if args.pg_url:
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+        dbname = conninfo_to_dict(args.pg_url).get("dbname")
+        if dbname:  # made on first use (through the server's maintenance database)
+            with psycopg.connect(make_conninfo(args.pg_url, dbname="postgres"), autocommit=True) as conn:
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
+                    conn.execute(f'CREATE DATABASE "{dbname}"')
         with psycopg.connect(args.pg_url) as conn:
             loaded = conn.execute("SELECT to_regclass('impressions') IS NOT NULL").fetchone()[0]
         if not loaded:

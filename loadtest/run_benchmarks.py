@@ -8,6 +8,11 @@ writes its figures there as ``{"table": [{"figure", "value", "goal"}...]}`` (or 
 proxy benchmarks write, turned into rows below); the rows are collected into the final table. A script that does
 not (yet) write a summary is still run, and the last lines of its output are shown under the table. A benchmark
 whose script is missing is listed as not run.
+
+The analysis and store benchmarks also run on PostgreSQL when a server answers at ``ABH_BENCH_PG_URL`` (default
+postgresql://postgres@127.0.0.1:5432, no database name; 3 s connect timeout): the analysis benchmark in database
+abh_bench10m (--quick: abh_bench1m), created and filled from the SQLite store on first use, its rows in the same
+table. Otherwise a note is printed and the analysis runs on SQLite only.
 """
 
 from __future__ import annotations
@@ -39,10 +44,40 @@ BENCHES = [
     Bench("encoder", "loadtest/bench_encoder.py", ["--documents", "256"], ["--documents", "64"]),
     Bench("proxy", "loadtest/bench_proxy.py", ["--seconds", "6", "--rounds", "2", "--concurrency", "1,8"],
           ["--seconds", "5", "--rounds", "2", "--concurrency", "1,8", "--writer-events", "20000", "--pairs", "200"]),
-    Bench("analysis", "loadtest/bench_analysis.py", [], ["--impressions", "1000000", "--units", "100000"]),
+    # --skip-before: no full-rescan phase (minutes); the 10 M store is built once and reused
+    Bench("analysis", "loadtest/bench_analysis.py", ["--skip-before", "--db", "artifacts/bench/analysis_10m.db"],
+          ["--skip-before", "--impressions", "1000000", "--units", "100000"]),
     Bench("store", "loadtest/bench_store.py", [], ["--events", "20000"]),
     Bench("demo", "loadtest/bench_demo.py", [], ["--quick"]),
 ]
+
+#: the PostgreSQL server the analysis and store benchmarks also run on (``ABH_BENCH_PG_URL``, no database name)
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+#: the database the analysis benchmark keeps its copy of the 10 M (--quick: 1 M) impressions in
+PG_ANALYSIS_DB = {False: "abh_bench10m", True: "abh_bench1m"}
+
+
+def pg_server() -> str | None:
+    """The PostgreSQL server URL (``ABH_BENCH_PG_URL`` or ``PG_SERVER``) when it answers within 3 s, else None."""
+    url = os.environ.get("ABH_BENCH_PG_URL", PG_SERVER).rstrip("/")
+    try:
+        import psycopg
+
+        with psycopg.connect(f"{url}/postgres", connect_timeout=3):
+            return url
+    except Exception:  # noqa: BLE001 - not installed, refused, timed out, auth: all "not reachable"
+        return None
+
+
+def pg_args(name: str, quick: bool, server: str | None) -> list[str]:
+    """The extra arguments that run ``name`` on PostgreSQL too (none when no server answers)."""
+    if server is None:
+        return []
+    if name == "analysis":
+        return ["--pg-url", f"{server}/{PG_ANALYSIS_DB[quick]}"]
+    if name == "store":
+        return ["--pg-url", f"{server}/postgres"]
+    return []
 
 
 def rows_from(name: str, summary: dict[str, Any]) -> list[dict[str, str]]:
@@ -83,9 +118,10 @@ def rows_from(name: str, summary: dict[str, Any]) -> list[dict[str, str]]:
     return []
 
 
-def run(bench: Bench, quick: bool, workdir: Path) -> dict[str, Any]:
+def run(bench: Bench, quick: bool, workdir: Path, server: str | None = None) -> dict[str, Any]:
     script = REPO / bench.script
-    cmd = [sys.executable, bench.script, *(bench.quick_args if quick else bench.args)]
+    cmd = [sys.executable, bench.script, *(bench.quick_args if quick else bench.args),
+           *pg_args(bench.name, quick, server)]
     result: dict[str, Any] = {"name": bench.name, "command": " ".join(shlex.quote(c) for c in cmd), "rows": [],
                               "tail": []}
     if not script.is_file():
@@ -115,9 +151,14 @@ def main() -> None:
     p.add_argument("--only", default="", help="comma-separated subset: " + ",".join(b.name for b in BENCHES))
     args = p.parse_args()
     chosen = [b for b in BENCHES if not args.only or b.name in args.only.split(",")]
+    server = pg_server() if any(b.name in ("analysis", "store") for b in chosen) else None
+    if server is None and any(b.name in ("analysis", "store") for b in chosen):
+        print(f"note: no PostgreSQL answers at {os.environ.get('ABH_BENCH_PG_URL', PG_SERVER)} (ABH_BENCH_PG_URL): "
+              "the analysis benchmark runs on SQLite only; the store benchmark starts a throw-away cluster if the "
+              "PostgreSQL binaries are installed", flush=True)
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        results = [run(b, args.quick, Path(tmp)) for b in chosen]
+        results = [run(b, args.quick, Path(tmp), server) for b in chosen]
     load_end = os.getloadavg()
     width = max([len(r["figure"]) for res in results for r in res["rows"]] + [30])
     print("\n" + "=" * 100)

@@ -15,6 +15,7 @@ off (the callers then read through ``sqlite3`` / the CSV COPY).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import itertools
@@ -31,7 +32,8 @@ from urllib.parse import quote
 from abharness.errors import StoreError
 from abharness.stores.queries import to_pyformat
 
-__all__ = ["available_sqlite", "available_postgres", "sqlite_batches", "pg_batches", "pg_csv_batches"]
+__all__ = ["available_sqlite", "available_postgres", "sqlite_batches", "pg_batches", "pg_batches_parts",
+           "pg_csv_batches"]
 
 _CHILD = Path(__file__).with_name("sqlite_arrow_child.py")
 _BATCH_ROWS = 65_536
@@ -130,6 +132,106 @@ def pg_batches(store: Any, what: str, sql: str, params: dict[str, Any], names: S
                         yield batch.rename_columns(list(names))
                 finally:
                     reader.close()
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ADBC's and Arrow's errors alike
+        raise StoreError(f"{where} failed: {exc}") from exc
+
+
+def pg_batches_parts(store: Any, what: str, parts: Sequence[tuple[str, dict[str, Any]]],
+                     names: Sequence[str]) -> Iterator[Any]:
+    """The results of several PostgreSQL queries, one after the other, as Arrow record batches: ``parts`` run
+    concurrently, each on a connection (and server backend) of its own, all in one snapshot (the first connection
+    exports it, REPEATABLE READ, the others import it), so their rows are those one query would have seen.
+
+    The first part streams to the caller; the others are read in threads (ADBC decodes in C++ without the GIL) and
+    their batches kept until the caller reaches them. Meant for a key-ordered read split into contiguous key
+    ranges: the concatenation is the whole read in order, and the servers' work is spread over several backends
+    while the client decodes. Errors of any part are a ``StoreError``."""
+    import queue
+    import threading
+
+    import adbc_driver_manager as adbc
+    import adbc_driver_postgresql
+    import psycopg
+    import pyarrow as pa
+
+    if len(parts) == 1:
+        yield from pg_batches(store, what, parts[0][0], parts[0][1], names)
+        return
+    with store._pool.connection() as pconn:
+        cursor = psycopg.ClientCursor(pconn)
+        queries = [cursor.mogrify(to_pyformat(sql), params) for sql, params in parts]
+    where = f"{what} on {getattr(store, 'safe_url', store.url)}"
+    cols = list(names)
+    stop = threading.Event()
+    done = object()
+
+    def run(conn: Any, sql: str) -> None:
+        with adbc.AdbcStatement(conn) as stmt:
+            stmt.set_sql_query(sql)
+            stmt.execute_update()
+
+    @contextlib.contextmanager
+    def rows(conn: Any, sql: str) -> Iterator[Any]:
+        with adbc.AdbcStatement(conn) as stmt:
+            stmt.set_sql_query(sql)
+            handle, _ = stmt.execute_query()
+            reader = pa.RecordBatchReader._import_from_c(handle.address)
+            try:
+                yield reader
+            finally:
+                reader.close()
+
+    def read_into(conn: Any, sql: str, out: queue.SimpleQueue[Any]) -> None:
+        try:
+            with rows(conn, sql) as reader:
+                for batch in reader:
+                    if stop.is_set():
+                        break
+                    out.put(batch.rename_columns(cols))
+            out.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            out.put(exc)
+
+    conns: list[Any] = []
+    threads: list[threading.Thread] = []
+    try:
+        with adbc_driver_postgresql.connect(store.url) as db:
+            try:
+                for _ in parts:
+                    conn = adbc.AdbcConnection(db)
+                    conns.append(conn)
+                    conn.set_autocommit(False)
+                    run(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    run(conn, "SET LOCAL jit = off")
+                with rows(conns[0], "SELECT pg_export_snapshot()") as reader:
+                    snapshot = reader.read_all().column(0)[0].as_py()
+                for conn in conns[1:]:
+                    run(conn, f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                outs: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in parts]
+                threads = [threading.Thread(target=read_into, args=(conns[i], queries[i], outs[i]), daemon=True,
+                                            name=f"abh-pg-read-{i}") for i in range(1, len(parts))]
+                for t in threads:
+                    t.start()
+                with rows(conns[0], queries[0]) as reader:
+                    for batch in reader:
+                        yield batch.rename_columns(cols)
+                for out in outs[1:]:
+                    while (item := out.get()) is not done:
+                        if isinstance(item, BaseException):
+                            raise item
+                        yield item
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join()
+                for conn in conns:
+                    try:
+                        conn.rollback()
+                    except Exception:  # noqa: BLE001, S110 - the connection is closed next either way
+                        pass
+                    conn.close()
     except StoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - ADBC's and Arrow's errors alike

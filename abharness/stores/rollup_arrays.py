@@ -40,6 +40,10 @@ _NUMBERS = ("bucket", *DAY_SUMS, "first_ts", "last_ts")
 _CHUNK = 50_000
 _WORKERS = 2  # concurrent readers of the cut-through unit-days (the project's machines have 2 cores)
 _MIN_PART = 5_000  # pairs per reader at least (below, one reader)
+_PG_READERS = 2  # PostgreSQL: connections reading contiguous unit ranges of the rollup concurrently
+_MIN_SPLIT_ROWS = 200_000  # ... when the window holds about this many rollup rows or more
+_MIN_SPLIT_PAGES = 4_096  # ... and unit_rollup has this many pages (32 MiB) or more (else no sampling either)
+_SAMPLE_PAGES = 256  # pages sampled for the split points
 _CACHE_KIB = 16_384  # page cache of the analysis's own SQLite connections (the default 2 MiB thrashes on seeks;
 #                      the seeks are sorted: 16 MiB cost the same CPU as 64 MiB at 10 M impressions)
 
@@ -155,13 +159,15 @@ def _empty_days(row_fields: tuple[str, ...]) -> UnitDays:
                     np.empty(0, np.int64), none, none, np.empty((0, len(row_fields))), row_fields)
 
 
-def unit_day_sql(dialect: str, *, n_modes: int, windowed: bool = True) -> str:
+def unit_day_sql(dialect: str, *, n_modes: int, windowed: bool = True, from_unit: bool = False,
+                 to_unit: bool = False) -> str:
     """Every rollup row (unit, arm, mode, UTC day) with an impression in ``[:lo, :hi)``, ordered by unit and arm:
     unit_id, arm, mode, bucket, ``DAY_SUMS``, first and last impression time in the window (numbers as REAL).
 
     As ``rollup.unit_rows_sql`` but one row per unit-day instead of per unit: rows inside the window as they are, a
     row straddling ``:lo`` or ``:hi`` replaced by its impressions inside the window (it may then hold none).
-    ``windowed=False`` (no ``since`` nor ``until``): every row is inside, read as it is."""
+    ``windowed=False`` (no ``since`` nor ``until``): every row is inside, read as it is. ``from_unit`` /
+    ``to_unit``: only the units ``>= :unit_from`` / ``< :unit_to`` (a contiguous range of the ORDER BY)."""
     contrib = rollup._fact_contrib(dialect)
     real = rollup._real(dialect)
     inside = "(r.first_ts >= :lo AND r.last_ts < :hi)"
@@ -176,7 +182,37 @@ def unit_day_sql(dialect: str, *, n_modes: int, windowed: bool = True) -> str:
         cols.append(f"CAST({value} AS {real})")
     return (f"SELECT r.unit_id, r.arm, r.mode, CAST(r.bucket AS {real}), {', '.join(cols)} FROM unit_rollup r "
             f"WHERE r.experiment_id = :experiment_id AND {rollup._modes(n_modes)} "
-            "AND r.last_ts >= :lo AND r.first_ts < :hi ORDER BY r.unit_id, r.arm")
+            "AND r.last_ts >= :lo AND r.first_ts < :hi "
+            + ("AND r.unit_id >= :unit_from " if from_unit else "") + ("AND r.unit_id < :unit_to " if to_unit else "")
+            + "ORDER BY r.unit_id, r.arm")
+
+
+def pg_split_sql(*, n_modes: int) -> str:
+    """PostgreSQL: the rows of the window's range in a sample of ``:pct`` percent of ``unit_rollup``'s pages
+    (``TABLESAMPLE SYSTEM``, repeatable) and their units' quantiles at ``:fractions`` in the ORDER BY's order (the
+    column's collation): split points of the unit range into parts of about equal size."""
+    return ("SELECT COUNT(*), percentile_disc(CAST(:fractions AS DOUBLE PRECISION[])) WITHIN GROUP "
+            "(ORDER BY r.unit_id) FROM unit_rollup r TABLESAMPLE SYSTEM (:pct) REPEATABLE (0) "
+            f"WHERE r.experiment_id = :experiment_id AND {rollup._modes(n_modes)} "
+            "AND r.last_ts >= :lo AND r.first_ts < :hi")
+
+
+def pg_split_points(store: Any, params: dict[str, Any], *, n_modes: int, parts: int) -> list[str]:
+    """Unit ids splitting the rollup read into up to ``parts`` contiguous ranges of about equal size, estimated
+    from a sample of about ``_SAMPLE_PAGES`` pages; none (one read) when the table is small or the window's rows
+    are estimated below ``_MIN_SPLIT_ROWS``. Any split points give the same rows: they only balance the parts."""
+    if parts < 2:
+        return []
+    pages = store._fetch("sizing the rollup", "SELECT pg_relation_size(CAST('unit_rollup' AS regclass)) "
+                         "/ current_setting('block_size')::int")[0][0]
+    if not pages or pages < _MIN_SPLIT_PAGES:
+        return []
+    pct = min(100.0, 100.0 * _SAMPLE_PAGES / pages)
+    q = {**params, "pct": pct, "fractions": [i / parts for i in range(1, parts)]}
+    count, points = store._fetch("sampling the rollup's units", to_pyformat(pg_split_sql(n_modes=n_modes)), q)[0]
+    if count * 100.0 / pct < _MIN_SPLIT_ROWS or not points:
+        return []
+    return sorted({p for p in points if p is not None})  # sorted only to drop repeats: the SQL gives them in order
 
 
 def _window_value(dialect: str, name: str, windowed: bool) -> str:
@@ -285,9 +321,24 @@ def _sqlite_conn(store: Any) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+def pg_unit_parts(params: dict[str, Any], splits: Sequence[str], *, n_modes: int,
+                  windowed: bool) -> list[tuple[str, dict[str, Any]]]:
+    """``unit_day_sql`` split at the unit ids ``splits`` (ascending in the column's collation) into contiguous
+    ranges: (sql, params) per range, in order; their rows one after the other are the whole read's, in order."""
+    bounds = [None, *splits, None]
+    return [(unit_day_sql("postgresql", n_modes=n_modes, windowed=windowed, from_unit=lo is not None,
+                          to_unit=hi is not None),
+             {**params, **({"unit_from": lo} if lo is not None else {}), **({"unit_to": hi} if hi is not None else {})})
+            for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
 def read_unit_days(store: Any, experiment_id: str, *, since: float | None, until: float | None,
-                   modes: Sequence[str], row_fields: Sequence[str] = DAY_SUMS) -> UnitDays:
-    """The unit-day rows of ``unit_day_sql`` as ``UnitDays`` keeping ``row_fields`` per row."""
+                   modes: Sequence[str], row_fields: Sequence[str] = DAY_SUMS,
+                   pg_splits: Sequence[str] | None = None) -> UnitDays:
+    """The unit-day rows of ``unit_day_sql`` as ``UnitDays`` keeping ``row_fields`` per row.
+
+    PostgreSQL with ADBC: read in contiguous unit ranges on ``_PG_READERS`` connections at once (split points from
+    ``pg_split_points``, or ``pg_splits`` when given: the tests), concatenated in order."""
     row_fields = tuple(row_fields)
     params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
     windowed = since is not None or until is not None
@@ -296,11 +347,15 @@ def read_unit_days(store: Any, experiment_id: str, *, since: float | None, until
 
         names = (*_KEYS, *_NUMBERS)
         types = {**{k: pa.string() for k in _KEYS}, **{n: pa.float64() for n in _NUMBERS}}
+        if arrow_read.available_postgres():
+            splits = pg_split_points(store, params, n_modes=len(modes), parts=_PG_READERS) if pg_splits is None \
+                else list(pg_splits)
+            return _from_batches(arrow_read.pg_batches_parts(store, "reading the rollup",
+                                                             pg_unit_parts(params, splits, n_modes=len(modes),
+                                                                           windowed=windowed), names), row_fields)
         sql = unit_day_sql("postgresql", n_modes=len(modes), windowed=windowed)
-        batches = arrow_read.pg_batches(store, "reading the rollup", sql, params, names) \
-            if arrow_read.available_postgres() else \
-            arrow_read.pg_csv_batches(store, "reading the rollup", sql, params, names, types)
-        return _from_batches(batches, row_fields)
+        return _from_batches(arrow_read.pg_csv_batches(store, "reading the rollup", sql, params, names, types),
+                             row_fields)
     if not windowed and store.path != ":memory:" and arrow_read.available_sqlite():
         # numbers are never NULL without a window (ADBC types the columns from the values)
         _check_open(store)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from abharness.errors import StoreError
-from abharness.stores import arrow_read
+from abharness.stores import arrow_read, open_store, rollup, rollup_arrays
 from abharness.stores.base import EventStore
-from tests.stores.test_rollup import EXP, random_events
+from tests.stores.test_rollup import DAY, EXP, T0, random_events
 
 _FIELDS = ("impressions", "clicks", "clicked")
 
@@ -58,3 +58,79 @@ def test_named_parameters_become_positional() -> None:
     assert values == [1, "s"]
     assert sql == "SELECT ?1, ?2, ?1, CAST(1 AS TEXT)::c"
 
+
+
+def _same_days(a: object, b: object) -> None:
+    assert a.rows == b.rows  # type: ignore[attr-defined]
+    for name in ("unit_ids", "arms", "mode"):
+        assert getattr(a, name).tolist() == getattr(b, name).tolist(), name
+    for name in ("totals", "first_seen", "group", "bucket", "first_ts", "last_ts", "sums"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("window", [(None, None), (T0 + 1.3 * DAY, T0 + 3.1 * DAY)])
+def test_the_postgres_read_split_into_unit_ranges_equals_one_read(pg_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                                   window: tuple[float | None, float | None]) -> None:
+    """Reading contiguous unit ranges on several connections and concatenating them gives the one query's rows in
+    its order, wherever the split points fall: on a unit with several rows (all of them go to the upper range),
+    between two units, before the first unit and after the last (empty ranges), twice at one unit (an empty range
+    in the middle)."""
+    if not arrow_read.available_postgres():
+        pytest.skip("adbc-driver-postgresql is not installed")
+    store = open_store(pg_url)
+    try:
+        for batch in random_events(7, n_imps=600):
+            store.write_batch(batch)
+        since, until = window
+        one = rollup_arrays.read_unit_days(store, EXP, since=since, until=until, modes=("ab",), pg_splits=[])
+        units = one.unit_ids.tolist()
+        assert len(units) > 20 and one.rows > len(set(units)), "units with several unit-day rows are needed"
+        counts = {u: int(n) for u, n in zip(*np.unique(one.unit_ids[one.group].astype(str), return_counts=True))}
+        many = next(u for u in units[len(units) // 3:] if counts[u] > 2)  # a unit whose rows a split could cut
+        parts_seen: list[int] = []
+        real = arrow_read.pg_batches_parts
+        monkeypatch.setattr(arrow_read, "pg_batches_parts",
+                            lambda s, w, parts, names: parts_seen.append(len(parts)) or real(s, w, parts, names))
+        for splits in ([many], [units[0]], [units[-1]], ["", "u0"], ["u1", "u1", "u3"], ["u9~"], ["zzz"],
+                       sorted({units[5], units[len(units) // 2], many, units[-2]})):
+            split = rollup_arrays.read_unit_days(store, EXP, since=since, until=until, modes=("ab",),
+                                                 pg_splits=splits)
+            _same_days(split, one)
+            assert parts_seen[-1] == len(splits) + 1
+        monkeypatch.setenv("ABH_ARROW_READ", "0")  # and the CSV COPY (one query) agrees with them
+        _same_days(rollup_arrays.read_unit_days(store, EXP, since=since, until=until, modes=("ab",)), one)
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_the_postgres_split_points_come_from_a_sample_in_unit_order(pg_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the size thresholds lowered, ``read_unit_days`` samples the table for split points (ascending unit ids
+    of this experiment) and reads in that many ranges; above the row threshold it reads in one."""
+    if not arrow_read.available_postgres():
+        pytest.skip("adbc-driver-postgresql is not installed")
+    store = open_store(pg_url)
+    try:
+        for batch in random_events(8, n_imps=600):
+            store.write_batch(batch)
+        one = rollup_arrays.read_unit_days(store, EXP, since=None, until=None, modes=("ab",), pg_splits=[])
+        monkeypatch.setattr(rollup_arrays, "_MIN_SPLIT_PAGES", 1)
+        monkeypatch.setattr(rollup_arrays, "_MIN_SPLIT_ROWS", 1)
+        params = rollup.read_params(EXP, since=None, until=None, modes=("ab",))
+        points = rollup_arrays.pg_split_points(store, params, n_modes=1, parts=3)
+        assert 1 <= len(points) <= 2 and set(points) <= set(one.unit_ids.tolist())
+        order = [u for (u,) in store._fetch("order", "SELECT unnest(CAST(%(p)s AS TEXT[])) ORDER BY 1",
+                                          {"p": points})]
+        assert order == points
+        parts_seen: list[int] = []
+        real = arrow_read.pg_batches_parts
+        monkeypatch.setattr(arrow_read, "pg_batches_parts",
+                            lambda s, w, parts, names: parts_seen.append(len(parts)) or real(s, w, parts, names))
+        _same_days(rollup_arrays.read_unit_days(store, EXP, since=None, until=None, modes=("ab",)), one)
+        assert parts_seen == [rollup_arrays._PG_READERS]
+        monkeypatch.setattr(rollup_arrays, "_MIN_SPLIT_ROWS", 10 ** 9)
+        assert rollup_arrays.pg_split_points(store, params, n_modes=1, parts=2) == []
+    finally:
+        store.close()
