@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -187,6 +188,15 @@ def unit_day_sql(dialect: str, *, n_modes: int, windowed: bool = True, from_unit
             + "ORDER BY r.unit_id, r.arm")
 
 
+def pg_readers() -> int:
+    """Connections the PostgreSQL rollup read uses: ``ABH_PG_READERS`` (1 = one query), default ``_PG_READERS``."""
+    value = os.environ.get("ABH_PG_READERS", "")
+    try:
+        return max(1, int(value)) if value.strip() else _PG_READERS
+    except ValueError:
+        raise StoreError(f"ABH_PG_READERS must be a whole number, not {value!r}") from None
+
+
 def pg_split_sql(*, n_modes: int) -> str:
     """PostgreSQL: the rows of the window's range in a sample of ``:pct`` percent of ``unit_rollup``'s pages
     (``TABLESAMPLE SYSTEM``, repeatable) and their units' quantiles at ``:fractions`` in the ORDER BY's order (the
@@ -337,7 +347,7 @@ def read_unit_days(store: Any, experiment_id: str, *, since: float | None, until
                    pg_splits: Sequence[str] | None = None) -> UnitDays:
     """The unit-day rows of ``unit_day_sql`` as ``UnitDays`` keeping ``row_fields`` per row.
 
-    PostgreSQL with ADBC: read in contiguous unit ranges on ``_PG_READERS`` connections at once (split points from
+    PostgreSQL with ADBC: read in contiguous unit ranges on ``pg_readers()`` connections at once (split points from
     ``pg_split_points``, or ``pg_splits`` when given: the tests), concatenated in order."""
     row_fields = tuple(row_fields)
     params = rollup.read_params(experiment_id, since=since, until=until, modes=modes)
@@ -348,7 +358,7 @@ def read_unit_days(store: Any, experiment_id: str, *, since: float | None, until
         names = (*_KEYS, *_NUMBERS)
         types = {**{k: pa.string() for k in _KEYS}, **{n: pa.float64() for n in _NUMBERS}}
         if arrow_read.available_postgres():
-            splits = pg_split_points(store, params, n_modes=len(modes), parts=_PG_READERS) if pg_splits is None \
+            splits = pg_split_points(store, params, n_modes=len(modes), parts=pg_readers()) if pg_splits is None \
                 else list(pg_splits)
             return _from_batches(arrow_read.pg_batches_parts(store, "reading the rollup",
                                                              pg_unit_parts(params, splits, n_modes=len(modes),

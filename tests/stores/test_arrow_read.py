@@ -130,6 +130,10 @@ def test_the_postgres_split_points_come_from_a_sample_in_unit_order(pg_url: str,
                             lambda s, w, parts, names: parts_seen.append(len(parts)) or real(s, w, parts, names))
         _same_days(rollup_arrays.read_unit_days(store, EXP, since=None, until=None, modes=("ab",)), one)
         assert parts_seen == [rollup_arrays._PG_READERS]
+        monkeypatch.setenv("ABH_PG_READERS", "1")  # one query
+        _same_days(rollup_arrays.read_unit_days(store, EXP, since=None, until=None, modes=("ab",)), one)
+        assert parts_seen[-1] == 1
+        monkeypatch.delenv("ABH_PG_READERS")
         monkeypatch.setattr(rollup_arrays, "_MIN_SPLIT_ROWS", 10 ** 9)
         assert rollup_arrays.pg_split_points(store, params, n_modes=1, parts=2) == []
     finally:
