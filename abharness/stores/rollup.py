@@ -264,6 +264,23 @@ def touches_raw_rows(sql: str) -> bool:
     return bool(_RAW_WRITE.match(sql))
 
 
+#: schema version 6 (PostgreSQL only): ``unit_rollup``'s key with every other column INCLUDEd, so the analysis's
+#: read in (unit, arm) order is an index-only scan over leaf pages in key order instead of one heap fetch per row
+#: (the heap is in write order; 9.2 s against 0.8 s of server time for 1.69 M rows, docs/analysis.md). Index-only
+#: needs the visibility map (autovacuum); pages written since the last vacuum are fetched from the heap as before.
+READ_INDEX_NAME = "unit_rollup_read"
+
+
+def read_index_statements(dialect: str) -> tuple[str, ...]:
+    """Schema version 6: the covering index of ``unit_rollup`` on PostgreSQL; nothing on SQLite (its WITHOUT
+    ROWID table is the key-ordered B-tree already)."""
+    if dialect == "sqlite":
+        return ()
+    rest = ", ".join((*_SUMS, "first_ts", "last_ts"))
+    return (f"CREATE INDEX IF NOT EXISTS {READ_INDEX_NAME} ON unit_rollup (experiment_id, mode, unit_id, arm, bucket) "
+            f"INCLUDE ({rest})",)
+
+
 def rebuild_statements(dialect: str) -> tuple[str, ...]:
     """Recompute every derived table from the raw rows (after ad-hoc writes through ``execute``)."""
     backfill = migration_statements(dialect)

@@ -41,7 +41,9 @@ _NUMBERS = ("bucket", *DAY_SUMS, "first_ts", "last_ts")
 _CHUNK = 50_000
 _WORKERS = 2  # concurrent readers of the cut-through unit-days (the project's machines have 2 cores)
 _MIN_PART = 5_000  # pairs per reader at least (below, one reader)
-_PG_READERS = 2  # PostgreSQL: connections reading contiguous unit ranges of the rollup concurrently
+_PG_READERS = 1  # PostgreSQL: connections reading contiguous unit ranges of the rollup concurrently (1 by
+#                  default: with schema 6's covering index the read is bound by the client; ABH_PG_READERS=2 helps
+#                  a little when the index-only scan falls back to the heap, docs/analysis.md)
 _MIN_SPLIT_ROWS = 200_000  # ... when the window holds about this many rollup rows or more
 _MIN_SPLIT_PAGES = 4_096  # ... and unit_rollup has this many pages (32 MiB) or more (else no sampling either)
 _SAMPLE_PAGES = 256  # pages sampled for the split points

@@ -199,6 +199,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "feedback (seen, dwell)", _V4_SQLITE, _V4_POSTGRESQL),
     Migration(5, "impression_facts and unit_rollup (fast analysis), backfilled", rollup.migration_statements("sqlite"),
               rollup.migration_statements("postgresql")),
+    Migration(6, "unit_rollup covering index for the analysis's ordered read (PostgreSQL)",
+              rollup.read_index_statements("sqlite"), rollup.read_index_statements("postgresql")),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

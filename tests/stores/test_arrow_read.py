@@ -5,11 +5,13 @@ CSV COPY), on both stores; a failing child query is a ``StoreError`` naming the 
 from __future__ import annotations
 
 import numpy as np
+import psycopg
 import pytest
 
 from abharness.errors import StoreError
 from abharness.stores import arrow_read, open_store, rollup, rollup_arrays
 from abharness.stores.base import EventStore
+from abharness.stores.queries import to_pyformat
 from tests.stores.test_rollup import DAY, EXP, T0, random_events
 
 _FIELDS = ("impressions", "clicks", "clicked")
@@ -107,8 +109,9 @@ def test_the_postgres_read_split_into_unit_ranges_equals_one_read(pg_url: str, m
 @pytest.mark.postgres
 def test_the_postgres_split_points_come_from_a_sample_in_unit_order(pg_url: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the size thresholds lowered, ``read_unit_days`` samples the table for split points (ascending unit ids
-    of this experiment) and reads in that many ranges; above the row threshold it reads in one."""
+    """With the size thresholds lowered and ``ABH_PG_READERS=2``, ``read_unit_days`` samples the table for split
+    points (ascending unit ids of this experiment) and reads in that many ranges; with 1 reader or above the row
+    threshold it reads in one."""
     if not arrow_read.available_postgres():
         pytest.skip("adbc-driver-postgresql is not installed")
     store = open_store(pg_url)
@@ -128,13 +131,55 @@ def test_the_postgres_split_points_come_from_a_sample_in_unit_order(pg_url: str,
         real = arrow_read.pg_batches_parts
         monkeypatch.setattr(arrow_read, "pg_batches_parts",
                             lambda s, w, parts, names: parts_seen.append(len(parts)) or real(s, w, parts, names))
+        monkeypatch.setenv("ABH_PG_READERS", "2")
         _same_days(rollup_arrays.read_unit_days(store, EXP, since=None, until=None, modes=("ab",)), one)
-        assert parts_seen == [rollup_arrays._PG_READERS]
+        assert parts_seen == [2]
         monkeypatch.setenv("ABH_PG_READERS", "1")  # one query
         _same_days(rollup_arrays.read_unit_days(store, EXP, since=None, until=None, modes=("ab",)), one)
         assert parts_seen[-1] == 1
         monkeypatch.delenv("ABH_PG_READERS")
         monkeypatch.setattr(rollup_arrays, "_MIN_SPLIT_ROWS", 10 ** 9)
         assert rollup_arrays.pg_split_points(store, params, n_modes=1, parts=2) == []
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_the_covering_index_has_the_primary_keys_order_and_every_column(pg_url: str) -> None:
+    """Schema 6's index on PostgreSQL: the key of ``unit_rollup``'s primary key in its order (so the (unit, arm)
+    read keeps the same order and plan shape) and every other column INCLUDEd (so the read, windowed or not, can be
+    an index-only scan: no heap fetch per row); the planner takes it for the read once the table is vacuumed."""
+    store = open_store(pg_url)
+    try:
+        for batch in random_events(9, n_imps=300):
+            store.write_batch(batch)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            def columns(index: str) -> tuple[list[str], list[str]]:
+                row = conn.execute(
+                    "SELECT i.indnkeyatts, array_agg(a.attname ORDER BY k.n) FROM pg_index i "
+                    "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) "
+                    "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+                    "WHERE i.indexrelid = CAST(%s AS regclass) GROUP BY i.indnkeyatts", (index,)).fetchone()
+                return list(row[1][:row[0]]), list(row[1][row[0]:])
+
+            key, included = columns(rollup.READ_INDEX_NAME)
+            pk_key, _ = columns("unit_rollup_pkey")
+            table = [r[0] for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = CAST('unit_rollup' AS regclass) AND attnum > 0 "
+                "AND NOT attisdropped")]
+            assert key == pk_key
+            assert sorted(key + included) == sorted(table)
+            # a tiny table's heap costs the planner nothing: spread its rows over a page each, as a big one's are
+            conn.execute("ALTER TABLE unit_rollup SET (fillfactor = 10)")
+            conn.execute("VACUUM FULL unit_rollup")
+            conn.execute("VACUUM ANALYZE unit_rollup")
+            for windowed in (False, True):
+                params = rollup.read_params(EXP, since=T0 + DAY if windowed else None, until=None, modes=("ab",))
+                sql = to_pyformat(rollup_arrays.unit_day_sql("postgresql", n_modes=1, windowed=windowed))
+                conn.execute("SET enable_seqscan = off")
+                conn.execute("SET enable_bitmapscan = off")
+                plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}", params))
+                assert plan.startswith(f"Index Only Scan using {rollup.READ_INDEX_NAME} on unit_rollup r"), plan
+                assert "Heap Fetches: 0" in plan, plan
     finally:
         store.close()
