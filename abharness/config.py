@@ -70,6 +70,9 @@ class LocalBackendConfig(_Strict):
     max_wait_ms: float = Field(
         0.0, ge=0, description="how long a micro-batch may wait to fill (0: none; batches form while one encodes)"
     )
+    max_parallel: int | None = Field(
+        None, ge=1, description="micro-batches encoded at once (unset: CPUs / the encoder's threads; 1 for torch)"
+    )
 
 
 class RemoteBackendConfig(_Strict):

@@ -43,7 +43,8 @@ def open_arm_backend(config: ExperimentConfig, name: str) -> SearchBackend:
         from abharness.backends.local import open_local_backend
 
         return open_local_backend(
-            b.index, b.model, cache_size=b.cache_size, max_batch=b.max_batch, max_wait_ms=b.max_wait_ms
+            b.index, b.model, cache_size=b.cache_size, max_batch=b.max_batch, max_wait_ms=b.max_wait_ms,
+            max_parallel=b.max_parallel,
         )
     if isinstance(b, HttpBackendConfig):
         from abharness.backends.http import HttpBackend

@@ -5,7 +5,9 @@ batching thread: the first caller that finds no encode in progress becomes the *
 text waiting (up to ``max_batch``), encodes them in one forward pass in its own thread and hands each caller its
 rows; callers that arrive meanwhile wait and form the next batch, led by one of them. A lone request is thus
 encoded at once in the caller's thread (no hand-off, no added wait), and under load batches grow by themselves
-while the previous one runs. ``max_wait_ms`` > 0 additionally lets a leader wait that long for a batch to fill.
+while the previous one runs. Up to ``max_parallel`` batches encode at once (default: the CPUs divided by the
+threads the encoder says it uses, e.g. 2 one-thread ONNX Runtime batches on 2 CPUs; 1 for an encoder that does not
+say, such as torch, which uses every CPU for one batch), so a one-thread encoder can keep every core busy. ``max_wait_ms`` > 0 additionally lets a leader wait that long for a batch to fill.
 An LRU cache keeps query embeddings of repeated queries. Callers that bring a batch of at least ``max_batch``
 texts (the replay and the demo, through ``abharness.backends.retrieval.search``) are encoded directly in their own
 thread.
@@ -13,6 +15,7 @@ thread.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -29,7 +32,7 @@ from abharness.encoders.base import Encoder
 from abharness.errors import AbharnessError, BackendError, ConfigError
 from abharness.index.faiss_index import FaissIndex, check_query_encoder
 
-__all__ = ["LocalBackend", "open_local_backend", "CacheStats"]
+__all__ = ["LocalBackend", "open_local_backend", "CacheStats", "default_parallel"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,19 @@ class _Request:
 
 
 
+def default_parallel(encoder: Encoder) -> int:
+    """Batches one encoder may run at once: the CPUs this process may use divided by the intra-op threads the
+    encoder declares (its ``threads`` attribute, as ``OnnxEncoder`` has); 1 when it declares none."""
+    threads = getattr(encoder, "threads", None)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // threads)
+
+
 class LocalBackend:
     """``SearchBackend`` over a ``FaissIndex`` and an ``Encoder`` (thread-safe)."""
 
@@ -60,12 +76,14 @@ class LocalBackend:
         max_batch: int = 32,
         max_wait_ms: float = 0.0,
         timeout_s: float = 60.0,
+        max_parallel: int | None = None,
     ) -> None:
         check_query_encoder(index.manifest, encoder, where="the index served by this arm")
-        if cache_size < 0 or max_batch < 1 or max_wait_ms < 0:
+        if cache_size < 0 or max_batch < 1 or max_wait_ms < 0 or (max_parallel is not None and max_parallel < 1):
             raise ConfigError(
-                f"cache_size={cache_size}, max_batch={max_batch}, max_wait_ms={max_wait_ms}: need cache_size >= 0, "
-                "max_batch >= 1, max_wait_ms >= 0"
+                f"cache_size={cache_size}, max_batch={max_batch}, max_wait_ms={max_wait_ms}, "
+                f"max_parallel={max_parallel}: need cache_size >= 0, max_batch >= 1, max_wait_ms >= 0, "
+                "max_parallel >= 1 (or unset: automatic)"
             )
         self.index = index
         self.encoder = encoder
@@ -73,6 +91,7 @@ class LocalBackend:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.timeout_s = timeout_s
+        self.max_parallel = max_parallel if max_parallel is not None else default_parallel(encoder)
         self.info = BackendInfo(
             model_fingerprint=encoder.fingerprint,
             index_fingerprint=index.manifest.index_fingerprint,
@@ -83,7 +102,7 @@ class LocalBackend:
         self._cache_lock = threading.Lock()
         self._pending: deque[_Request] = deque()
         self._cond = threading.Condition()
-        self._leading = False
+        self._leaders = 0  # batches being encoded now (at most max_parallel)
         self._closed = False
         self._hits = self._misses = self._batches = self._batched_texts = 0
 
@@ -134,7 +153,7 @@ class LocalBackend:
             self._cond.notify_all()
         while True:
             with self._cond:
-                while self._leading and not request.future.done():
+                while self._leaders >= self.max_parallel and not request.future.done():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         if request in self._pending:
@@ -145,7 +164,7 @@ class LocalBackend:
                     self._cond.wait(remaining)
                 if request.future.done():
                     return request.future.result()
-                self._leading = True
+                self._leaders += 1
                 if self.max_wait_s > 0:
                     wait_until = time.monotonic() + self.max_wait_s
                     while sum(len(r.texts) for r in self._pending) < self.max_batch and not self._closed:
@@ -158,7 +177,7 @@ class LocalBackend:
                 self._encode_batch(batch)
             finally:
                 with self._cond:
-                    self._leading = False
+                    self._leaders -= 1
                     self._cond.notify_all()
 
     def _encode_batch(self, batch: list[_Request]) -> None:

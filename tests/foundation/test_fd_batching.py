@@ -72,3 +72,71 @@ def test_waiting_caller_times_out_with_a_clear_error(index_dir: Path, bow) -> No
         with pytest.raises(BackendError, match="longer than 0.2s"):
             backend.search(["waits behind it"], 3)
         leader.join(10)
+
+
+class _ConcurrencyRecorder(_SlowRecorder):
+    """Also records the most encodes that ran at the same moment; declares ``threads`` like ``OnnxEncoder``."""
+
+    def __init__(self, inner, delay_s: float, threads: int | None) -> None:
+        super().__init__(inner, delay_s)
+        if threads is not None:
+            self.threads = threads
+        self._lock = threading.Lock()
+        self.running = self.peak = 0
+
+    def encode(self, texts, **kwargs):
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            return super().encode(texts, **kwargs)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def _concurrent_searches(backend: LocalBackend, queries: list[str]) -> dict[int, list]:
+    results: dict[int, list] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, backend.search([queries[i]], 5)[0]))
+               for i in range(len(queries))]
+    for t in threads:
+        t.start()
+        time.sleep(0.01)
+    for t in threads:
+        t.join(30)
+    return results
+
+
+@pytest.mark.parametrize("max_parallel", [1, 2, 3])
+def test_at_most_max_parallel_batches_encode_at_once(index_dir: Path, bow, max_parallel: int) -> None:
+    enc = _ConcurrencyRecorder(bow, 0.15, threads=1)
+    queries = [f"query {i} about cells and genes" for i in range(10)]
+    with LocalBackend(load_index(index_dir, bow), enc, cache_size=0, max_batch=4,
+                      max_parallel=max_parallel) as backend:
+        results = _concurrent_searches(backend, queries)
+        want = backend.index.search_vectors(bow.encode(queries), 5)
+    assert enc.peak == max_parallel  # 10 callers 10 ms apart against 150 ms encodes: every slot gets used
+    assert sum(n for _, n in enc.calls) == 10 and max(n for _, n in enc.calls) <= 4
+    assert [results[i] for i in range(10)] == want
+
+
+def test_default_parallel_follows_the_encoders_declared_threads(index_dir: Path, bow, monkeypatch) -> None:
+    import os
+
+    from abharness.backends import local
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    index = load_index(index_dir, bow)
+    assert LocalBackend(index, _ConcurrencyRecorder(bow, 0, threads=1), cache_size=0).max_parallel == 4
+    assert LocalBackend(index, _ConcurrencyRecorder(bow, 0, threads=2), cache_size=0).max_parallel == 2
+    assert LocalBackend(index, _ConcurrencyRecorder(bow, 0, threads=8), cache_size=0).max_parallel == 1
+    # an encoder that declares no threads (torch uses every CPU for one batch) encodes one batch at a time
+    assert LocalBackend(index, _ConcurrencyRecorder(bow, 0, threads=None), cache_size=0).max_parallel == 1
+    assert local.default_parallel(bow) == (1 if not isinstance(getattr(bow, "threads", None), int) else 4 // bow.threads)
+
+
+def test_max_parallel_below_one_is_refused_with_the_value(index_dir: Path, bow) -> None:
+    from abharness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_parallel=0"):
+        LocalBackend(load_index(index_dir, bow), bow, cache_size=0, max_parallel=0)
