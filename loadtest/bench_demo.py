@@ -76,7 +76,7 @@ def main() -> None:
 
     kind = "quick demo (tiny slice)" if args.quick else "make demo"
     rows = [{"figure": f"cold {kind}: wall, fresh artifacts and empty cache (load {load0[0]:.1f} -> {load1[0]:.1f})",
-             "value": f"{wall / 60:.0f} min {wall % 60:02.0f} s ({wall:.0f} s)",
+             "value": f"{int(wall // 60)} min {int(wall % 60):02d} s ({wall:.0f} s)",
              "goal": "" if args.quick else (f"<= 10 min ({'met' if wall <= GOAL_S else 'not met'})")}]
     print(f"\ncold {kind}: {wall:.1f} s wall (load average {load0[0]:.2f} -> {load1[0]:.2f}); the demo's own "
           f"wall_seconds {summary.get('wall_seconds')}")
