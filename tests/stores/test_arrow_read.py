@@ -4,6 +4,9 @@ CSV COPY), on both stores; a failing child query is a ``StoreError`` naming the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import psycopg
 import pytest
@@ -20,6 +23,21 @@ _FIELDS = ("impressions", "clicks", "clicked")
 def _days(store: EventStore, monkeypatch: pytest.MonkeyPatch, arrow: bool, modes: tuple[str, ...]) -> object:
     monkeypatch.setenv("ABH_ARROW_READ", "1" if arrow else "0")
     return store.unit_days(EXP, modes=modes, row_fields=_FIELDS)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _pg_store(pg_url: str, *, seed: int, n_imps: int, adbc: bool = True) -> Iterator[EventStore]:
+    """A PostgreSQL store holding ``random_events(seed)``, closed afterwards; skips without ADBC's driver if
+    ``adbc``."""
+    if adbc and not arrow_read.available_postgres():
+        pytest.skip("adbc-driver-postgresql is not installed")
+    store = open_store(pg_url)
+    try:
+        for batch in random_events(seed, n_imps=n_imps):
+            store.write_batch(batch)
+        yield store
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("modes", [("ab",), ("ab", "shadow")])
@@ -78,12 +96,7 @@ def test_the_postgres_read_split_into_unit_ranges_equals_one_read(pg_url: str, m
     its order, wherever the split points fall: on a unit with several rows (all of them go to the upper range),
     between two units, before the first unit and after the last (empty ranges), twice at one unit (an empty range
     in the middle)."""
-    if not arrow_read.available_postgres():
-        pytest.skip("adbc-driver-postgresql is not installed")
-    store = open_store(pg_url)
-    try:
-        for batch in random_events(7, n_imps=600):
-            store.write_batch(batch)
+    with _pg_store(pg_url, seed=7, n_imps=600) as store:
         since, until = window
         one = rollup_arrays.read_unit_days(store, EXP, since=since, until=until, modes=("ab",), pg_splits=[])
         units = one.unit_ids.tolist()
@@ -102,8 +115,6 @@ def test_the_postgres_read_split_into_unit_ranges_equals_one_read(pg_url: str, m
             assert parts_seen[-1] == len(splits) + 1
         monkeypatch.setenv("ABH_ARROW_READ", "0")  # and the CSV COPY (one query) agrees with them
         _same_days(rollup_arrays.read_unit_days(store, EXP, since=since, until=until, modes=("ab",)), one)
-    finally:
-        store.close()
 
 
 @pytest.mark.postgres
@@ -112,12 +123,7 @@ def test_the_postgres_split_points_come_from_a_sample_in_unit_order(pg_url: str,
     """With the size thresholds lowered and ``ABH_PG_READERS=2``, ``read_unit_days`` samples the table for split
     points (ascending unit ids of this experiment) and reads in that many ranges; with 1 reader or above the row
     threshold it reads in one."""
-    if not arrow_read.available_postgres():
-        pytest.skip("adbc-driver-postgresql is not installed")
-    store = open_store(pg_url)
-    try:
-        for batch in random_events(8, n_imps=600):
-            store.write_batch(batch)
+    with _pg_store(pg_url, seed=8, n_imps=600) as store:
         one = rollup_arrays.read_unit_days(store, EXP, since=None, until=None, modes=("ab",), pg_splits=[])
         monkeypatch.setattr(rollup_arrays, "_MIN_SPLIT_PAGES", 1)
         monkeypatch.setattr(rollup_arrays, "_MIN_SPLIT_ROWS", 1)
@@ -140,8 +146,6 @@ def test_the_postgres_split_points_come_from_a_sample_in_unit_order(pg_url: str,
         monkeypatch.delenv("ABH_PG_READERS")
         monkeypatch.setattr(rollup_arrays, "_MIN_SPLIT_ROWS", 10 ** 9)
         assert rollup_arrays.pg_split_points(store, params, n_modes=1, parts=2) == []
-    finally:
-        store.close()
 
 
 @pytest.mark.postgres
@@ -149,10 +153,7 @@ def test_the_covering_index_has_the_primary_keys_order_and_every_column(pg_url: 
     """Schema 6's index on PostgreSQL: the key of ``unit_rollup``'s primary key in its order (so the (unit, arm)
     read keeps the same order and plan shape) and every other column INCLUDEd (so the read, windowed or not, can be
     an index-only scan: no heap fetch per row); the planner takes it for the read once the table is vacuumed."""
-    store = open_store(pg_url)
-    try:
-        for batch in random_events(9, n_imps=300):
-            store.write_batch(batch)
+    with _pg_store(pg_url, seed=9, n_imps=300, adbc=False) as store:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             def columns(index: str) -> tuple[list[str], list[str]]:
                 row = conn.execute(
@@ -181,5 +182,3 @@ def test_the_covering_index_has_the_primary_keys_order_and_every_column(pg_url: 
                 plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}", params))
                 assert plan.startswith(f"Index Only Scan using {rollup.READ_INDEX_NAME} on unit_rollup r"), plan
                 assert "Heap Fetches: 0" in plan, plan
-    finally:
-        store.close()
