@@ -7,7 +7,8 @@ rows; callers that arrive meanwhile wait and form the next batch, led by one of 
 encoded at once in the caller's thread (no hand-off, no added wait), and under load batches grow by themselves
 while the previous one runs. Up to ``max_parallel`` batches encode at once (default: the CPUs divided by the
 threads the encoder says it uses, e.g. 2 one-thread ONNX Runtime batches on 2 CPUs; 1 for an encoder that does not
-say, such as torch, which uses every CPU for one batch), so a one-thread encoder can keep every core busy. ``max_wait_ms`` > 0 additionally lets a leader wait that long for a batch to fill.
+say, such as torch, which uses every CPU for one batch), so a one-thread encoder can keep every core busy.
+``max_wait_ms`` > 0 additionally lets a leader wait that long for a batch to fill.
 An LRU cache keeps query embeddings of repeated queries. Callers that bring a batch of at least ``max_batch``
 texts (the replay and the demo, through ``abharness.backends.retrieval.search``) are encoded directly in their own
 thread.

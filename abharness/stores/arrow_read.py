@@ -106,6 +106,31 @@ def _stderr(proc: subprocess.Popen[bytes]) -> str:
     return proc.stderr.read().decode(errors="replace").strip()[-2000:] if proc.stderr is not None else ""
 
 
+def _adbc_update(conn: Any, sql: str) -> None:
+    """Run a statement without a result on an ADBC connection."""
+    import adbc_driver_manager as adbc
+
+    with adbc.AdbcStatement(conn) as stmt:
+        stmt.set_sql_query(sql)
+        stmt.execute_update()
+
+
+@contextlib.contextmanager
+def _adbc_rows(conn: Any, sql: str) -> Iterator[Any]:
+    """A query's result on an ADBC connection as a pyarrow ``RecordBatchReader`` (closed afterwards)."""
+    import adbc_driver_manager as adbc
+    import pyarrow as pa
+
+    with adbc.AdbcStatement(conn) as stmt:
+        stmt.set_sql_query(sql)
+        handle, _ = stmt.execute_query()
+        reader = pa.RecordBatchReader._import_from_c(handle.address)
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+
 def pg_batches(store: Any, what: str, sql: str, params: dict[str, Any], names: Sequence[str]) -> Iterator[Any]:
     """A PostgreSQL query's result as Arrow record batches through ADBC's PostgreSQL driver (binary COPY decoded
     in C++, on a connection of its own). Parameters are rendered as literals by psycopg (``mogrify``), so the
@@ -113,25 +138,16 @@ def pg_batches(store: Any, what: str, sql: str, params: dict[str, Any], names: S
     import adbc_driver_manager as adbc  # the low-level API: the DB-API module imports pandas (1 s)
     import adbc_driver_postgresql
     import psycopg
-    import pyarrow as pa
 
     with store._pool.connection() as pconn:
         query = psycopg.ClientCursor(pconn).mogrify(to_pyformat(sql), params)
     where = f"{what} on {getattr(store, 'safe_url', store.url)}"
     try:
         with adbc_driver_postgresql.connect(store.url) as db, adbc.AdbcConnection(db) as conn:
-            with adbc.AdbcStatement(conn) as stmt:
-                stmt.set_sql_query("SET jit = off")
-                stmt.execute_update()
-            with adbc.AdbcStatement(conn) as stmt:
-                stmt.set_sql_query(query)
-                handle, _ = stmt.execute_query()
-                reader = pa.RecordBatchReader._import_from_c(handle.address)
-                try:
-                    for batch in reader:
-                        yield batch.rename_columns(list(names))
-                finally:
-                    reader.close()
+            _adbc_update(conn, "SET jit = off")
+            with _adbc_rows(conn, query) as reader:
+                for batch in reader:
+                    yield batch.rename_columns(list(names))
     except StoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - ADBC's and Arrow's errors alike
@@ -154,7 +170,6 @@ def pg_batches_parts(store: Any, what: str, parts: Sequence[tuple[str, dict[str,
     import adbc_driver_manager as adbc
     import adbc_driver_postgresql
     import psycopg
-    import pyarrow as pa
 
     if len(parts) == 1:
         yield from pg_batches(store, what, parts[0][0], parts[0][1], names)
@@ -167,25 +182,9 @@ def pg_batches_parts(store: Any, what: str, parts: Sequence[tuple[str, dict[str,
     stop = threading.Event()
     done = object()
 
-    def run(conn: Any, sql: str) -> None:
-        with adbc.AdbcStatement(conn) as stmt:
-            stmt.set_sql_query(sql)
-            stmt.execute_update()
-
-    @contextlib.contextmanager
-    def rows(conn: Any, sql: str) -> Iterator[Any]:
-        with adbc.AdbcStatement(conn) as stmt:
-            stmt.set_sql_query(sql)
-            handle, _ = stmt.execute_query()
-            reader = pa.RecordBatchReader._import_from_c(handle.address)
-            try:
-                yield reader
-            finally:
-                reader.close()
-
     def read_into(conn: Any, sql: str, out: queue.SimpleQueue[Any]) -> None:
         try:
-            with rows(conn, sql) as reader:
+            with _adbc_rows(conn, sql) as reader:
                 for batch in reader:
                     if stop.is_set():
                         break
@@ -203,18 +202,18 @@ def pg_batches_parts(store: Any, what: str, parts: Sequence[tuple[str, dict[str,
                     conn = adbc.AdbcConnection(db)
                     conns.append(conn)
                     conn.set_autocommit(False)
-                    run(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    run(conn, "SET LOCAL jit = off")
-                with rows(conns[0], "SELECT pg_export_snapshot()") as reader:
+                    _adbc_update(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    _adbc_update(conn, "SET LOCAL jit = off")
+                with _adbc_rows(conns[0], "SELECT pg_export_snapshot()") as reader:
                     snapshot = reader.read_all().column(0)[0].as_py()
                 for conn in conns[1:]:
-                    run(conn, f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                    _adbc_update(conn, f"SET TRANSACTION SNAPSHOT '{snapshot}'")
                 outs: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in parts]
                 threads = [threading.Thread(target=read_into, args=(conns[i], queries[i], outs[i]), daemon=True,
                                             name=f"abh-pg-read-{i}") for i in range(1, len(parts))]
                 for t in threads:
                     t.start()
-                with rows(conns[0], queries[0]) as reader:
+                with _adbc_rows(conns[0], queries[0]) as reader:
                     for batch in reader:
                         yield batch.rename_columns(cols)
                 for out in outs[1:]:
