@@ -96,24 +96,37 @@ def look_moments(
             rows_all, j_all, partial = _partials(store, experiment_id, since, until, days, cuts, need)
     cols = {name: _day_column(days, name) for name in need} if finite else {}
     whole_cols = [BASE_COLUMNS.index(name) for name in need]
-    out = []
-    for j, c in enumerate(cuts):
-        if finite and any(j == jj for jj, _ in finite):
-            before = days.last_ts < c
-            mine = j_all == j
-            vals = np.empty((n_units, len(need)))
-            for k, name in enumerate(need):
-                vals[:, k] = np.bincount(group[before], weights=cols[name][before], minlength=n_units)
-                vals[:, k] += np.bincount(group[rows_all[mine]], weights=partial[mine, k], minlength=n_units)
-        else:
-            vals = unit_values[:, whole_cols]
+    # A row counts whole at a cutoff after its last impression: walking the finite cutoffs in ascending order,
+    # each row is added once, at the first cutoff it counts whole for (a running sum, not a pass per cutoff).
+    order = sorted(finite, key=lambda jc: jc[1])
+    whole_from = np.searchsorted(np.array([c for _, c in order]), days.last_ts, side="right") if finite else None
+    running = np.zeros((n_units, len(need))) if finite else None
+
+    def per_arm(vals: np.ndarray) -> dict[str, Moments]:
         looks = {}
         for arm in arms:
             x = vals[masks[arm]]
             m = Moments.from_matrix(tuple(fields), x[:, pick])
             looks[arm] = Moments(m.columns, np.asarray(float(np.count_nonzero(x[:, 0] > 0))), m.sums, m.cross)
-        out.append(looks)
-    return out
+        return looks
+
+    out: list[dict[str, Moments] | None] = [None] * len(cuts)
+    for p, (j, _c) in enumerate(order):
+        new = np.flatnonzero(whole_from == p)
+        g = group[new]
+        for k, name in enumerate(need):
+            running[:, k] += np.bincount(g, weights=cols[name][new], minlength=n_units)
+        mine = np.flatnonzero(j_all == j)
+        g = group[rows_all[mine]]
+        vals = running.copy()
+        for k in range(len(need)):
+            vals[:, k] += np.bincount(g, weights=partial[mine, k], minlength=n_units)
+        out[j] = per_arm(vals)
+        del vals
+    for j in range(len(cuts)):
+        if out[j] is None:  # no cutoff, or one after every row: the whole-window sums
+            out[j] = per_arm(unit_values[:, whole_cols])
+    return [looks for looks in out if looks is not None]
 
 
 def _finite_cuts(days: Any, cuts: Sequence[float | None]) -> list[tuple[int, float]]:

@@ -224,7 +224,8 @@ def _analyze_table(store: EventStore, experiment_id: str, since: float | None, u
     first = treatments[0]
     if opts.bootstrap_samples:
         say(f"cluster bootstrap ({opts.bootstrap_samples} resamples)")
-        by_treatment[first] = _bootstrap(table, control, first, by_treatment[first], opts, diagnostics)
+        by_treatment[first] = _bootstrap(table, control, first, by_treatment[first], opts, diagnostics,
+                                         moments if not cuped.applied else None)
 
     # 4. power, segments, time series
     power_metrics = [m for m in dict.fromkeys((opts.primary, "ctr", "mrr")) if m in names]
@@ -304,13 +305,18 @@ def _adjust_multiple(comps: dict[str, MetricComparison]) -> dict[str, MetricComp
 
 
 def _bootstrap(table: Any, control: str, treatment: str, comps: dict[str, MetricComparison],
-               opts: AnalysisOptions, diagnostics: list[str]) -> dict[str, MetricComparison]:
+               opts: AnalysisOptions, diagnostics: list[str],
+               moments: dict[str, Moments] | None = None) -> dict[str, MetricComparison]:
+    """``moments``: the arms' moments over BASE_COLUMNS when already computed (the same sums: not again)."""
     names = list(comps)
     pairs = [(BASE_COLUMNS.index(ONLINE_METRICS[n].numerator), BASE_COLUMNS.index(ONLINE_METRICS[n].denominator)) for n in names]
     xc, xt = table.values[table.mask(control)], table.values[table.mask(treatment)]
     res = cluster_bootstrap_blas(xc, xt, pairs, samples=opts.bootstrap_samples, alpha=opts.alpha,
                                  rng=np.random.default_rng(opts.seed))
-    mc, mt = Moments.from_matrix(BASE_COLUMNS, xc), Moments.from_matrix(BASE_COLUMNS, xt)
+    if moments is not None and moments[control].columns == BASE_COLUMNS:
+        mc, mt = moments[control], moments[treatment]
+    else:
+        mc, mt = Moments.from_matrix(BASE_COLUMNS, xc), Moments.from_matrix(BASE_COLUMNS, xt)
     out = {}
     for n, r in zip(names, res):
         spec = ONLINE_METRICS[n]
