@@ -36,6 +36,7 @@ __all__ = ["available_sqlite", "available_postgres", "sqlite_batches", "pg_batch
            "pg_csv_batches"]
 
 _CHILD = Path(__file__).with_name("sqlite_arrow_child.py")
+_PG_CHILD = Path(__file__).with_name("pg_arrow_child.py")
 _BATCH_ROWS = 65_536
 _NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -72,26 +73,37 @@ def sqlite_batches(path: str, sql: str, params: dict[str, Any]) -> Iterator[Any]
 
     Column types come from the values (ADBC infers them from the first batch): callers cast numbers to REAL and
     must not return NULLs. The child is killed if the caller stops early."""
-    import pyarrow as pa
-
     query, values = positional(sql, params)
     uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro"
-    request = json.dumps({"uri": uri, "sql": query, "params": values, "batch_rows": _BATCH_ROWS})
-    proc = subprocess.Popen([sys.executable, str(_CHILD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    request = {"uri": uri, "sql": query, "params": values, "batch_rows": _BATCH_ROWS}
+    yield from _child_batches(_CHILD, request, f"reading {path!r} through ADBC")
+
+
+def _child_batches(child: Path, request: dict[str, Any], what: str) -> Iterator[Any]:
+    """The Arrow IPC stream the child script ``child`` writes for ``request`` (JSON on its stdin), batch by batch.
+
+    A child that fails (before or while streaming) is a ``StoreError`` with its stderr; the child is killed if the
+    caller stops early or fails."""
+    import pyarrow as pa
+
+    proc = subprocess.Popen([sys.executable, str(child)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     done = False
     try:
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(request.encode())
-        proc.stdin.close()
+        try:
+            proc.stdin.write(json.dumps(request).encode())
+            proc.stdin.close()
+        except BrokenPipeError:  # the child died before reading its request: its stderr says why
+            pass
         try:
             reader = pa.ipc.open_stream(proc.stdout)
             yield from reader
         except pa.ArrowInvalid as exc:  # the child failed before (or while) writing the stream
             proc.wait()
-            raise StoreError(f"reading {path!r} through ADBC failed: {_stderr(proc) or exc}") from exc
+            raise StoreError(f"{what} failed: {_stderr(proc) or exc}") from exc
         if proc.wait() != 0:
-            raise StoreError(f"reading {path!r} through ADBC failed: {_stderr(proc)}")
+            raise StoreError(f"{what} failed: {_stderr(proc) or f'exit status {proc.returncode}'}")
         done = True
     finally:
         if not done and proc.poll() is None:
@@ -133,25 +145,17 @@ def _adbc_rows(conn: Any, sql: str) -> Iterator[Any]:
 
 def pg_batches(store: Any, what: str, sql: str, params: dict[str, Any], names: Sequence[str]) -> Iterator[Any]:
     """A PostgreSQL query's result as Arrow record batches through ADBC's PostgreSQL driver (binary COPY decoded
-    in C++, on a connection of its own). Parameters are rendered as literals by psycopg (``mogrify``), so the
+    in C++) in a child process (``pg_arrow_child.py``) that streams Arrow IPC through a pipe, so the decoding runs
+    beside the caller's work on the batches. Parameters are rendered as literals by psycopg (``mogrify``), so the
     driver runs the query as a COPY; the columns are renamed to ``names``."""
-    import adbc_driver_manager as adbc  # the low-level API: the DB-API module imports pandas (1 s)
-    import adbc_driver_postgresql
     import psycopg
 
     with store._pool.connection() as pconn:
         query = psycopg.ClientCursor(pconn).mogrify(to_pyformat(sql), params)
     where = f"{what} on {getattr(store, 'safe_url', store.url)}"
-    try:
-        with adbc_driver_postgresql.connect(store.url) as db, adbc.AdbcConnection(db) as conn:
-            _adbc_update(conn, "SET jit = off")
-            with _adbc_rows(conn, query) as reader:
-                for batch in reader:
-                    yield batch.rename_columns(list(names))
-    except StoreError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - ADBC's and Arrow's errors alike
-        raise StoreError(f"{where} failed: {exc}") from exc
+    request = {"url": store.url, "setup": ["SET jit = off"], "sql": query}
+    for batch in _child_batches(_PG_CHILD, request, where):
+        yield batch.rename_columns(list(names))
 
 
 def pg_batches_parts(store: Any, what: str, parts: Sequence[tuple[str, dict[str, Any]]],

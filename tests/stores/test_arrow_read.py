@@ -73,6 +73,44 @@ def test_a_failing_child_query_is_a_store_error(tmp_path) -> None:
         list(arrow_read.sqlite_batches(str(path), "SELECT a FROM missing WHERE a = :v", {"v": 1.0}))
 
 
+@pytest.mark.postgres
+def test_a_failing_postgres_child_query_is_a_store_error(pg_url: str) -> None:
+    """The PostgreSQL read runs in a child process: a query the server refuses, or a child that dies before it
+    streams, is a ``StoreError`` naming the cause (not a hang, not an Arrow error)."""
+    with _pg_store(pg_url, seed=3, n_imps=10) as store:
+        with pytest.raises(StoreError, match="abh_missing_table"):
+            list(arrow_read.pg_batches(store, "reading", "SELECT a FROM abh_missing_table WHERE a = :v", {"v": 1.0},
+                                       ["a"]))
+        with pytest.raises(StoreError, match="no-such-child"):
+            list(arrow_read._child_batches(arrow_read._PG_CHILD.with_name("no-such-child.py"), {}, "reading"))
+
+
+@pytest.mark.postgres
+def test_the_postgres_child_stream_stops_when_the_caller_does(pg_url: str) -> None:
+    """A caller that stops after the first batch (an error on its side) ends the child, and a full read of an
+    empty result is no batch at all."""
+    import subprocess
+
+    with _pg_store(pg_url, seed=3, n_imps=10) as store:
+        started: list[subprocess.Popen[bytes]] = []
+        real = subprocess.Popen
+
+        def spy(*a: object, **k: object) -> subprocess.Popen[bytes]:
+            started.append(real(*a, **k))  # type: ignore[arg-type]
+            return started[-1]
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(arrow_read.subprocess, "Popen", spy)
+            stream = arrow_read.pg_batches(store, "reading", "SELECT g FROM generate_series(1, 300000) AS g", {},
+                                           ["g"])
+            first = next(stream)
+            assert first.num_rows > 0 and first.schema.names == ["g"]
+            stream.close()
+            assert started and started[0].poll() is not None  # ended, not left running
+        empty = arrow_read.pg_batches(store, "reading", "SELECT 1 AS g WHERE false", {}, ["g"])
+        assert sum(b.num_rows for b in empty) == 0
+
+
 def test_named_parameters_become_positional() -> None:
     sql, values = arrow_read.positional("SELECT :a, :b, :a, CAST(1 AS TEXT)::c", {"a": 1, "b": "s", "c": 0})
     assert values == [1, "s"]
