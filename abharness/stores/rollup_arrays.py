@@ -15,7 +15,6 @@ and Arrow's CSV reader parses it exactly); SQLite's rows are transposed chunk by
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -265,7 +264,7 @@ def partial_sums_sql(dialect: str, *, n_cuts: int, fields: Sequence[str]) -> str
 
     Columns: the pair's position, then one sum per field; pairs without such an impression give no row.
     Impressions counted: ``f.ts`` in that UTC day, in ``[:lo, :hi)`` and before ``:cut{j}``. SQLite takes the pairs
-    as a JSON array of ``[unit, arm, mode, day, j]`` (``:pairs``), PostgreSQL as five JSON arrays (``:units``,
+    from a temporary table (``cut_days_sqlite``), PostgreSQL as five JSON arrays (``:units``,
     ``:arms``, ``:modes``, ``:days``, ``:js``). Cutoffs are bound as numbers, never passed through text."""
     contrib = rollup._fact_contrib(dialect)
     real = rollup._real(dialect)
@@ -278,6 +277,12 @@ def partial_sums_sql(dialect: str, *, n_cuts: int, fields: Sequence[str]) -> str
              f"AND f.ts >= CAST(p.d AS {real}) * {rollup.BUCKET_S} - 1.0 AND f.ts < p.cut "
              f"AND {rollup._bucket('f.ts')} = p.d AND f.ts >= :lo AND f.ts < :hi")
     if dialect == "sqlite":  # the pairs are loaded into a temporary table first (``cut_days_sqlite``)
+        # the day's range as columns of the pair; the bucket (floor of a division) is computed only for an
+        # impression within a second of the day's edges (inside them it is the pair's day: same rows)
+        match = ("f.experiment_id = :experiment_id AND f.unit_id = p.u AND f.arm = p.a AND f.mode = p.m "
+                 "AND f.ts >= p.lo AND f.ts < p.cut "
+                 f"AND ((f.ts >= p.inner_lo AND f.ts < p.inner_hi) OR {rollup._bucket('f.ts')} = p.d) "
+                 "AND f.ts >= :lo AND f.ts < :hi")
         return f"SELECT p.k, {sums} FROM abh_cut_days p JOIN impression_facts f ON {match} GROUP BY p.k"
     # PostgreSQL: one aggregate per pair (LATERAL), so no sort of every matching impression by pair. The five
     # lists arrive as JSON arrays (one text parameter each: psycopg's array adaptation costs seconds of client
@@ -290,17 +295,26 @@ def partial_sums_sql(dialect: str, *, n_cuts: int, fields: Sequence[str]) -> str
     )
 
 
-def cut_days_sqlite(n_cuts: int) -> tuple[str, str, str]:
-    """SQLite: create, fill (from the JSON array ``:pairs``) and drop the temporary table of the pairs that
-    ``partial_sums_sql`` reads. Its rowid is the pair's position, so the join runs in that order and the
-    GROUP BY needs no sort."""
-    cut = "CASE json_extract(value, '$[4]') " + " ".join(f"WHEN {i} THEN :cut{i}" for i in range(n_cuts)) + " END"
+def cut_days_sqlite() -> tuple[str, str, str]:
+    """SQLite: create, fill and drop the temporary table of the pairs that ``partial_sums_sql`` reads. Its rowid is
+    the pair's position, so the join runs in that order and the GROUP BY needs no sort. The fill takes one row per
+    pair (``cut_days_rows``) through ``executemany``: less CPU than unpacking a JSON array in SQL (0.6 s against
+    1.6 s for 287,656 pairs)."""
     return (
-        "CREATE TEMP TABLE abh_cut_days (k INTEGER PRIMARY KEY, u TEXT, a TEXT, m TEXT, d INTEGER, cut REAL)",
-        "INSERT INTO abh_cut_days SELECT key, json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-        f"json_extract(value, '$[2]'), json_extract(value, '$[3]'), {cut} FROM json_each(:pairs)",
+        "CREATE TEMP TABLE abh_cut_days (k INTEGER PRIMARY KEY, u TEXT, a TEXT, m TEXT, d INTEGER, cut REAL, "
+        "lo REAL, inner_lo REAL, inner_hi REAL)",
+        "INSERT INTO abh_cut_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "DROP TABLE IF EXISTS temp.abh_cut_days",
     )
+
+
+def cut_days_rows(units: Sequence[str], arms: Sequence[str], modes: Sequence[str], days: np.ndarray,
+                  cuts: np.ndarray) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``abh_cut_days``: position, unit, arm, mode, day, cutoff, then the day's start less a second
+    (SQL's ``CAST(d AS REAL) * BUCKET_S - 1.0``, the same double), and its start and end a second inside."""
+    start = days.astype(float) * rollup.BUCKET_S
+    return zip(itertools.count(), units, arms, modes, days.tolist(), cuts.tolist(), (start - 1.0).tolist(),
+               (start + 1.0).tolist(), (start + (rollup.BUCKET_S - 1.0)).tolist())
 
 
 def _is_sqlite(store: Any) -> bool:
@@ -474,16 +488,15 @@ def _partial_part(store: Any, experiment_id: str, since: float | None, until: fl
     params = rollup.read_params(experiment_id, since=since, until=until, modes=(), cuts=cuts)
     g = days.group[rows]
     units, arms, modes = days.unit_ids[g].tolist(), days.arms[g].tolist(), days.mode[rows].tolist()
-    buckets, js = days.bucket[rows].tolist(), cut_index.tolist()
     if _is_sqlite(store):
-        params["pairs"] = json.dumps(list(zip(units, arms, modes, buckets, js)))
-        create, fill, drop = cut_days_sqlite(len(cuts))
+        create, fill, drop = cut_days_sqlite()
         sql = partial_sums_sql("sqlite", n_cuts=len(cuts), fields=fields)
+        pair_rows = cut_days_rows(units, arms, modes, days.bucket[rows], np.asarray(cuts, dtype=float)[cut_index])
         with _sqlite_conn(store) as conn:
             try:
                 conn.execute(drop)
                 conn.execute(create)
-                conn.execute(fill, params)
+                conn.executemany(fill, pair_rows)
                 got_rows = conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite query failed on {store.path!r}: {exc}") from exc
@@ -491,7 +504,8 @@ def _partial_part(store: Any, experiment_id: str, since: float | None, until: fl
                 conn.execute(drop)
     else:
         params.update({name: orjson.dumps(values).decode() for name, values in
-                       (("units", units), ("arms", arms), ("modes", modes), ("days", buckets), ("js", js))})
+                       (("units", units), ("arms", arms), ("modes", modes), ("days", days.bucket[rows].tolist()),
+                        ("js", cut_index.tolist()))})
         sql = to_pyformat(partial_sums_sql("postgresql", n_cuts=len(cuts), fields=fields))
         got_rows = store._fetch("reading the unit-days the looks cut through", sql, params)
     if got_rows:

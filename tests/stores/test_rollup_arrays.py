@@ -104,3 +104,32 @@ def test_the_blas_bootstrap_equals_the_core_one() -> None:
         close_enough([a.se, a.lower, a.upper], [b.se, b.lower, b.upper])
     other = cluster_bootstrap_blas(xc, xt, pairs, samples=70, rng=np.random.default_rng(4))
     assert other[0].se != got[0].se  # another seed, other resamples: the comparison above can fail
+
+
+def test_cut_through_days_at_the_edges_of_a_day_equal_the_scan(store: EventStore) -> None:
+    """Impressions within a second of a UTC day's edges (one ulp below midnight belongs to the day before or not,
+    as floor(ts / 86400) says) and cutoffs between them: the cut-through sums (read with the day's range as
+    columns, the bucket computed only near the edges) equal the scan's."""
+    from abharness.core.events import Impression, ShownResult
+
+    d = np.floor(T0 / DAY) + 2
+    start, end = d * DAY, (d + 1) * DAY
+    times = [start - 1.5, float(np.nextafter(start, -np.inf)), start, start + 0.3, start + 0.9, start + 4_000.0,
+             end - 0.4, float(np.nextafter(end, -np.inf)), end, end + 0.2]
+    imps = [Impression(f"e{i}-{u}", EXP, t, f"edge{u}", arm, "ab", "q", 3,
+                       tuple(ShownResult(f"d{p}", p, 1.0 / p) for p in range(1, 4)))
+            for u, arm in enumerate(("baseline", "finetuned", "baseline")) for i, t in enumerate(times[u:])]
+    store.write_batch(imps)
+    table = load_units(store, EXP, since=None, until=None, row_fields=row_fields_for("ctr"))
+    cuts = [start + 0.1, start + 0.5, start + 2.0, end - 0.5, end - 0.1, float(np.nextafter(end, -np.inf)), None]
+    days = table.days
+    assert sum(int(np.count_nonzero((days.first_ts < c) & (days.last_ts >= c))) for c in cuts[:-1]) >= 12
+    fields = ("impressions",)
+    got = look_moments(store, EXP, since=None, until=None, days=days, unit_arm=table.arm, unit_values=table.values,
+                       cuts=cuts, arms=("baseline", "finetuned"), fields=fields)
+    for j, cut in enumerate(cuts):
+        t = load_units(store, EXP, since=None, until=cut, aggregation="scan")
+        for arm in ("baseline", "finetuned"):
+            want = Moments.from_matrix(BASE_COLUMNS, t.values[t.mask(arm)]).select(fields)
+            assert float(got[j][arm].n) == float(want.n), (j, arm)
+            close_enough(got[j][arm].sums.tolist(), want.sums.tolist(), f"sums look {j} {arm}")
