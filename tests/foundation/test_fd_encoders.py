@@ -27,6 +27,51 @@ def test_minilm_loads_offline_and_normalises(minilm) -> None:
     assert minilm.encode([]).shape == (0, 384)
 
 
+def test_encode_sorted_batches_by_the_given_lengths_and_keeps_input_order() -> None:
+    from abharness.encoders.st import encode_sorted
+
+    texts = ["aaaaaaaa", "b", "cccc", "dd", "eeeeee", "f"]
+    tokens = [1, 9, 5, 9, 1, 5]  # deliberately unrelated to the character counts
+    batches: list[list[str]] = []
+
+    def run(batch: list[str]) -> np.ndarray:
+        batches.append(batch)
+        return np.array([[float(texts.index(t)), 1.0] for t in batch], dtype=np.float32)
+
+    out = encode_sorted(texts, 2, run, batch_size=2, show_progress=False, kind="document", lengths=tokens)
+    assert batches == [["b", "dd"], ["cccc", "f"], ["aaaaaaaa", "eeeeee"]]  # longest first, ties in input order
+    np.testing.assert_array_equal(out[:, 0], np.arange(len(texts)))  # rows back in input order
+    batches.clear()
+    encode_sorted(texts, 2, run, batch_size=2, show_progress=False, kind="document")  # no lengths: characters
+    assert batches == [["aaaaaaaa", "eeeeee"], ["cccc", "dd"], ["b", "f"]]
+    with pytest.raises(ModelError, match="one length per text"):
+        encode_sorted(texts, 2, run, batch_size=2, show_progress=False, kind="document", lengths=[1, 2])
+
+
+@pytest.mark.model
+def test_minilm_batches_documents_by_token_count(minilm, monkeypatch: pytest.MonkeyPatch) -> None:
+    # characters and tokens disagree here: a long chemical name is many tokens in few characters
+    texts = ["the cat sat on the mat " * 3, "2-acetoxybenzoic acid N,N'-dicyclohexylcarbodiimide",
+             "a b c", "dogs " * 30, "x" * 40, "Aspirin reduces the risk of heart attack."]
+    lengths = minilm.token_lengths(texts)
+    tokenizer = minilm.model[0].tokenizer
+    assert lengths == [len(tokenizer(t, truncation=True, max_length=minilm.model.max_seq_length)["input_ids"])
+                       for t in texts]
+    assert minilm.token_lengths(["word " * 1000]) == [minilm.model.max_seq_length]  # counted after truncation
+    seen: list[list[str]] = []
+    original = minilm.model.encode
+    monkeypatch.setattr(minilm.model, "encode", lambda batch, **kw: seen.append(list(batch)) or original(batch, **kw))
+    vectors = minilm.encode(texts, batch_size=2, kind="document")
+    by_tokens = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    assert seen == [[texts[i] for i in by_tokens[j:j + 2]] for j in range(0, len(texts), 2)]
+    seen.clear()
+    minilm.encode(texts[:2], batch_size=2, kind="document")  # one batch: nothing to sort, no tokenizer pass needed
+    assert seen == [sorted(texts[:2], key=len, reverse=True)]
+    monkeypatch.setattr(minilm.model, "encode", original)
+    alone = np.vstack([minilm.encode([t]) for t in texts])
+    np.testing.assert_allclose(vectors, alone, atol=1e-5)
+
+
 @pytest.mark.model
 def test_encoding_progress_names_the_texts_in_plain_english(minilm, capsys) -> None:
     minilm.encode(["a query"], show_progress=True, kind="query")
