@@ -156,19 +156,33 @@ def finetune_candidate(data_dir: Path, model_dir: Path, *, quick: bool, seed: in
 
 
 # 3 --------------------------------------------------------------------------------------------------- indexes
-def _ensure_index(encoder: Any, dataset: RetrievalDataset, index_dir: Path) -> bool:
-    """Build the index unless a valid one for this model and corpus is there; True when reused."""
+def _index_valid(encoder: Any, dataset: RetrievalDataset, index_dir: Path) -> bool:
+    """True when ``index_dir`` holds a valid index of this model over this corpus."""
     from abharness.errors import AbharnessError
-    from abharness.index.faiss_index import build_index, load_index
+    from abharness.index.faiss_index import load_index
 
     if (index_dir / "manifest.json").is_file():
         try:
-            if load_index(index_dir, encoder).manifest.corpus_hash == dataset.corpus_hash:
-                return True
+            return load_index(index_dir, encoder).manifest.corpus_hash == dataset.corpus_hash
         except AbharnessError:
             pass  # another model or a damaged index: rebuild it
-    build_index(encoder, dataset, index_dir, overwrite=True, progress=True)
     return False
+
+
+def _ensure_indexes(pairs: list[tuple[Any, Path]], dataset: RetrievalDataset) -> list[bool]:
+    """Build each (encoder, index dir) index unless a valid one is there; True where reused. The corpus
+    embeddings of the indexes to build are encoded first, side by side (``encode_cached_side_by_side``: one torch
+    thread per model on 2 CPUs), into the cache entries ``build_index`` then reads."""
+    from abharness.encoders.cache import encode_cached_side_by_side
+    from abharness.index.faiss_index import build_index, corpus_cache_job
+
+    reused = [_index_valid(encoder, dataset, index_dir) for encoder, index_dir in pairs]
+    encode_cached_side_by_side([corpus_cache_job(encoder, dataset)
+                                for (encoder, _), ok in zip(pairs, reused) if not ok])
+    for (encoder, index_dir), ok in zip(pairs, reused):
+        if not ok:
+            build_index(encoder, dataset, index_dir, overwrite=True, progress=True)
+    return reused
 
 
 def build_indexes(data_dir: Path, test: RetrievalDataset, art: Artifacts, *, console: Console) -> Done[Encoders]:
@@ -178,7 +192,7 @@ def build_indexes(data_dir: Path, test: RetrievalDataset, art: Artifacts, *, con
     from abharness.encoders import load_encoder
 
     enc_base, enc_ft = load_encoder(BASELINE_SPEC), load_encoder(str(art.model))
-    reused = [_ensure_index(enc_base, test, art.index_baseline), _ensure_index(enc_ft, test, art.index_finetuned)]
+    reused = _ensure_indexes([(enc_base, art.index_baseline), (enc_ft, art.index_finetuned)], test)
     fast_base = fast_encoder(BASELINE_SPEC, enc_base, data_dir / "scifact", art.onnx_baseline)
     fast_ft = fast_encoder(str(art.model), enc_ft, data_dir / "scifact", art.onnx_finetuned)
     console.print(f"  baseline: {fast_base.note}\n  finetuned: {fast_ft.note}")

@@ -11,6 +11,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from abharness.data.download import cache_root
 from abharness.encoders.base import Encoder
 from abharness.errors import ConfigError
 
-__all__ = ["encode_cached", "embeddings_cache_dir", "cache_path"]
+__all__ = ["encode_cached", "encode_cached_side_by_side", "embeddings_cache_dir", "cache_path"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -80,3 +81,65 @@ def encode_cached(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return vectors
+
+
+def _is_cached(path: Path, n: int, dim: int) -> bool:
+    try:
+        cached = np.load(path, mmap_mode="r", allow_pickle=False)
+        return cached.shape == (n, dim) and cached.dtype == np.float32
+    except (OSError, ValueError):
+        return False
+
+
+def encode_cached_side_by_side(
+    jobs: Sequence[tuple[Encoder, Sequence[str], str]],
+    *,
+    cache_dir: Path | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+    kind: str = "document",
+) -> list[np.ndarray]:
+    """``encode_cached`` for each ``(encoder, texts, key)`` job, in order. When two or more jobs miss the cache and
+    their encoders are distinct torch (sentence-transformers) models, those jobs run at once, each in its own
+    thread, with the process's torch threads split between them (2 CPUs: two encodes of one thread each, instead
+    of one after the other at two threads each): long documents through MiniLM keep one core busier than two
+    threads keep two (docs/performance.md, "The cold demo"). The embeddings are those of ``encode_cached`` up to
+    float noise (a GEMM split over fewer threads rounds differently). Otherwise the jobs run one after the other.
+    With ``progress`` the first concurrent job shows its bar; the others run with theirs off (rich shows one live
+    display at a time)."""
+    from abharness.encoders.st import SentenceTransformerEncoder
+
+    jobs = [(encoder, list(texts), key) for encoder, texts, key in jobs]
+    missing = [i for i, (encoder, texts, key) in enumerate(jobs)
+               if not _is_cached(cache_path(encoder, texts, key=key, kind=kind, cache_dir=cache_dir), len(texts),
+                                 encoder.dim)]
+    together = [i for i in missing if isinstance(jobs[i][0], SentenceTransformerEncoder)]
+    together = [i for n, i in enumerate(together) if all(jobs[j][0] is not jobs[i][0] for j in together[:n])]
+    total = 1
+    if len(together) >= 2:
+        import torch
+
+        total = torch.get_num_threads()
+    out: dict[int, np.ndarray] = {}
+    if len(together) >= 2 and total >= 2:
+        import torch
+
+        together = together[:total]
+        each = max(1, total // len(together))
+
+        def run(i: int, show: bool) -> np.ndarray:
+            torch.set_num_threads(each)  # this thread's own OpenMP setting (and the process default meanwhile)
+            encoder, texts, key = jobs[i]
+            return encode_cached(encoder, texts, key=key, cache_dir=cache_dir, batch_size=batch_size, progress=show,
+                                 kind=kind)
+
+        torch.set_num_threads(each)
+        try:
+            with ThreadPoolExecutor(max_workers=len(together), thread_name_prefix="encode-side-by-side") as pool:
+                futures = {i: pool.submit(run, i, progress and n == 0) for n, i in enumerate(together)}
+                out = {i: f.result() for i, f in futures.items()}
+        finally:
+            torch.set_num_threads(total)
+    return [out[i] if i in out else encode_cached(encoder, texts, key=key, cache_dir=cache_dir,
+                                                    batch_size=batch_size, progress=progress, kind=kind)
+            for i, (encoder, texts, key) in enumerate(jobs)]

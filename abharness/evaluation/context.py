@@ -88,18 +88,43 @@ class Context:
             self.memo[memo_key] = (doc_ids, vectors)
         return self.memo[memo_key]
 
+    def prepare_corpus(self, ds: RetrievalDataset) -> None:
+        """Encode ``ds``'s corpus for every role that will need it (no memoised embeddings, no evaluation index on
+        disk) in one go, the two models side by side (``encode_cached_side_by_side``), into the cache entries
+        ``corpus_embeddings`` reads; the embeddings are then memoised. Nothing to do when at most one role needs it
+        and that role's later ``corpus_embeddings`` call is as fast."""
+        from abharness.data.hashing import corpus_hash
+        from abharness.encoders.cache import encode_cached_side_by_side
+
+        digest = ds.corpus_hash or corpus_hash(ds.corpus)
+        roles = [r for r in self.models if ("corpus", r, ds.name, ds.corpus_hash) not in self.memo
+                 and not self._index_path(r, ds).is_dir()]
+        if len(roles) < 2:
+            return
+        doc_ids = list(ds.corpus)
+        texts = [ds.corpus[d].full_text for d in doc_ids]
+        vectors = encode_cached_side_by_side([(self.models[r], texts, f"corpus-{digest[:16]}") for r in roles],
+                                             cache_dir=self.cache_dir, batch_size=self.suite.batch_size,
+                                             progress=self.progress, kind="document")
+        for role, v in zip(roles, vectors):
+            self.memo[("corpus", role, ds.name, ds.corpus_hash)] = (doc_ids, v)
+
+    def _index_path(self, role: str, ds: RetrievalDataset) -> Path:
+        from abharness.data.download import cache_root
+        from abharness.data.hashing import corpus_hash
+
+        digest = ds.corpus_hash or corpus_hash(ds.corpus)
+        root = self.cache_dir if self.cache_dir is not None else cache_root()
+        return root / "eval-indexes" / f"{ds.name}-{digest[:16]}-{self.models[role].fingerprint}"
+
     def index(self, role: str, ds: RetrievalDataset) -> Any:
         """The role model's flat (exact inner product) FAISS index of ``ds``'s corpus, built with the shared
         ``abharness.index.build_index`` under ``<cache>/eval-indexes`` and reused while the model is the same."""
-        from abharness.data.download import cache_root
-        from abharness.data.hashing import corpus_hash
         from abharness.errors import AbharnessError
         from abharness.index import build_index, load_index
 
         enc = self.models[role]
-        digest = ds.corpus_hash or corpus_hash(ds.corpus)
-        root = self.cache_dir if self.cache_dir is not None else cache_root()
-        path = root / "eval-indexes" / f"{ds.name}-{digest[:16]}-{enc.fingerprint}"
+        path = self._index_path(role, ds)
         if path.is_dir():
             try:
                 return load_index(path, enc)

@@ -47,6 +47,7 @@ def _in_domain(ctx: Context):
 def retrieval(ctx: Context) -> dict[str, Any]:
     cfg, s = ctx.suite.retrieval, ctx.suite
     ds = _in_domain(ctx)
+    ctx.prepare_corpus(ds)
     runs = {role: ctx.rank(role, ds, cfg.depth) for role in ROLES}
     base, cand = score_runs(runs["baseline"], runs["candidate"], ds.qrels, cfg.metrics)
     ctx.memo["retrieval_tables"] = (ds, base, cand)
@@ -75,6 +76,7 @@ def overfitting(ctx: Context) -> dict[str, Any]:
     ood: dict[str, PairedComparison] = {}
     for item in cfg.sets:
         ds = _load_retrieval(ctx, item.dataset, item.split, item.sample_queries, item.sample_distractors)
+        ctx.prepare_corpus(ds)
         runs = {role: ctx.rank(role, ds, ctx.suite.retrieval.depth) for role in ROLES}
         b, c = score_runs(runs["baseline"], runs["candidate"], ds.qrels, [primary])
         ood[f"{item.dataset}/{item.split}"] = compare_paired(

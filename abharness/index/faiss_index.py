@@ -30,7 +30,8 @@ from abharness.index.manifest import (
     read_index_manifest,
 )
 
-__all__ = ["FaissIndex", "build_index", "load_index", "default_params", "accepts_query_encoder", "check_query_encoder"]
+__all__ = ["FaissIndex", "build_index", "load_index", "default_params", "accepts_query_encoder", "check_query_encoder",
+           "corpus_cache_job"]
 
 
 def default_params(kind: str, num_docs: int) -> dict[str, Any]:
@@ -105,6 +106,14 @@ def _corpus_of(dataset_or_corpus: RetrievalDataset | Mapping[str, Document]) -> 
     return dataset_or_corpus, compute_corpus_hash(dataset_or_corpus), ""
 
 
+def corpus_cache_job(encoder: Encoder, dataset_or_corpus: RetrievalDataset | Mapping[str, Document]
+                     ) -> tuple[Encoder, list[str], str]:
+    """The ``(encoder, texts, key)`` under which ``build_index`` caches the corpus embeddings (``encode_cached``), so
+    a caller can encode them beforehand, e.g. two models' at once with ``encode_cached_side_by_side``."""
+    corpus, digest, _ = _corpus_of(dataset_or_corpus)
+    return encoder, [corpus[d].full_text for d in corpus], f"corpus-{digest[:16]}"
+
+
 def _digest(*files: Path, extra: str) -> str:
     digest = hashlib.sha256(extra.encode())
     for file in files:
@@ -171,7 +180,7 @@ def build_index(
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{out_dir} exists and is not empty; choose another --out or pass --overwrite")
     doc_ids = list(corpus)
-    texts = [corpus[d].full_text for d in doc_ids]
+    _, texts, key = corpus_cache_job(encoder, corpus if limit is not None else dataset_or_corpus)
     pinned_fingerprint, pinned_name = _document_model(encoder)
     if pinned_fingerprint != encoder.fingerprint:
         merged["document_encoder"] = {"fingerprint": encoder.fingerprint, "name": encoder.name,
@@ -179,7 +188,7 @@ def build_index(
     started = time.perf_counter()
     if use_cache:
         vectors = encode_cached(
-            encoder, texts, key=f"corpus-{corpus_digest[:16]}", cache_dir=cache_dir, batch_size=batch_size,
+            encoder, texts, key=key, cache_dir=cache_dir, batch_size=batch_size,
             progress=progress, kind="document",
         )
     else:

@@ -177,3 +177,82 @@ def test_corrupt_cache_file_is_recomputed(bow, tmp_path: Path) -> None:
     path.write_bytes(b"not an npy file")
     out = encode_cached(bow, texts, key="k", cache_dir=tmp_path, progress=False)
     assert out.shape == (2, bow.dim) and bow.calls == [2]
+
+
+class _RecordingTorchModel:
+    """Stands in for a SentenceTransformer: records the thread and the torch threads each batch ran with."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+        self.seen: list[tuple[str, int]] = []
+
+    def get_embedding_dimension(self) -> int:
+        return 4
+
+    def __len__(self) -> int:
+        return 0  # no tokenizer module: batches by characters
+
+    def encode(self, batch: list[str], **kw: object) -> np.ndarray:
+        import threading
+        import time
+
+        import torch
+
+        self.seen.append((threading.current_thread().name, torch.get_num_threads()))
+        time.sleep(0.01)
+        rows = np.array([[len(t), self.offset, 1.0, 0.0] for t in batch], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_encode_cached_side_by_side_runs_two_torch_models_at_once_one_thread_each(
+    tmp_path: Path, bow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from abharness.encoders import SentenceTransformerEncoder
+    from abharness.encoders.cache import encode_cached_side_by_side
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        models = [_RecordingTorchModel(1.0), _RecordingTorchModel(2.0)]
+        encs = [SentenceTransformerEncoder(m, name=f"m{i}", fingerprint=f"fake{i}") for i, m in enumerate(models)]
+        texts = [f"document {'x' * i}" for i in range(10)]
+        cached_texts = ["already cached"]
+        encode_cached(bow, cached_texts, key="c", cache_dir=tmp_path, progress=False)
+        bow.calls.clear()
+        jobs = [(encs[0], texts, "k"), (bow, cached_texts, "c"), (encs[1], texts, "k")]
+        out = encode_cached_side_by_side(jobs, cache_dir=tmp_path, batch_size=3, progress=False)
+        assert torch.get_num_threads() == 2  # restored
+        assert bow.calls == []  # a cached job is read, not encoded
+        for enc, got in zip([encs[0], bow, encs[1]], out):
+            assert got.shape[1] == enc.dim
+        for m in models:
+            assert len(m.seen) == 4  # 10 texts in batches of 3
+            assert {n for n, _ in m.seen} == {next(iter(m.seen))[0]} and m.seen[0][0].startswith("encode-side-by-side")
+            assert {t for _, t in m.seen} == {1}
+        assert models[0].seen[0][0] != models[1].seen[0][0]  # two threads, one per model
+        # the same rows encode_cached gives, in input order, and they are now cached
+        for enc, got in zip(encs, [out[0], out[2]]):
+            np.testing.assert_allclose(got, enc.encode(texts, batch_size=3), atol=1e-6)
+            np.testing.assert_array_equal(np.load(cache_path(enc, texts, key="k", kind="document",
+                                                             cache_dir=tmp_path)), got)
+        # one torch job, or one torch thread: one after the other in the calling thread
+        for m in models:
+            m.seen.clear()
+        torch.set_num_threads(1)
+        encode_cached_side_by_side([(encs[0], texts, "k2"), (encs[1], texts, "k2")], cache_dir=tmp_path,
+                                   batch_size=5, progress=False)
+        assert {n for m in models for n, _ in m.seen} == {"MainThread"}
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_corpus_cache_job_is_where_build_index_reads_its_embeddings(bow, scifact_slice, tmp_path: Path) -> None:
+    from abharness.index.faiss_index import build_index, corpus_cache_job
+
+    enc, texts, key = corpus_cache_job(bow, scifact_slice)
+    encode_cached(enc, texts, key=key, progress=False, kind="document")
+    bow.calls.clear()
+    build_index(bow, scifact_slice, tmp_path / "index", progress=False)
+    assert bow.calls == []  # built from the cache entry written above, nothing encoded again
