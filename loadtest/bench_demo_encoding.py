@@ -32,7 +32,8 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=256, help="documents per set (a seeded sample)")
     p.add_argument("--sets", default="scifact,cisi", help="BEIR sets under the data root, comma-separated")
     p.add_argument("--rounds", type=int, default=2, help="runs of each way, alternating")
-    p.add_argument("--data-root", type=Path, default=Path(os.environ.get("ABHARNESS_DATA", REPO.parent / "shared" / "data")))
+    p.add_argument("--data-root", type=Path,
+                   default=Path(os.environ.get("ABHARNESS_DATA", REPO.parent / "shared" / "data")))
     args = p.parse_args()
 
     import torch
