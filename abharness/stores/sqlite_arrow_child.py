@@ -11,9 +11,15 @@ SQLite is just one more reader of the WAL file. Request on stdin (JSON): ``uri``
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 from typing import Any
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # run by path its directory is sys.path[0], unless PYTHONSAFEPATH is set
+    sys.path.insert(0, _HERE)
+from arrow_child_io import run_child, stream_query  # noqa: E402 - beside this script, run by path
 
 
 def _one(pa: Any, value: Any) -> Any:
@@ -42,22 +48,9 @@ def main() -> int:
         stmt.set_sql_query(req["sql"])
         if req["params"]:
             stmt.bind(params)
-        handle, _ = stmt.execute_query()
-        reader = pa.RecordBatchReader._import_from_c(handle.address)
-        out = sys.stdout.buffer
-        with pa.ipc.new_stream(out, reader.schema) as writer:
-            for batch in reader:
-                writer.write_batch(batch)
-        out.flush()
-        reader.close()
+        stream_query(pa, stmt)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # the reader stopped early (an error on its side): nothing to report here
-        sys.exit(1)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent through stderr
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_child(main)
