@@ -115,15 +115,13 @@ def encode_cached_side_by_side(
                                  encoder.dim)]
     together = [i for i in missing if isinstance(jobs[i][0], SentenceTransformerEncoder)]
     together = [i for n, i in enumerate(together) if all(jobs[j][0] is not jobs[i][0] for j in together[:n])]
+    out: dict[int, np.ndarray] = {}
     total = 1
     if len(together) >= 2:
         import torch
 
         total = torch.get_num_threads()
-    out: dict[int, np.ndarray] = {}
-    if len(together) >= 2 and total >= 2:
-        import torch
-
+    if total >= 2:
         together = together[:total]
         each = max(1, total // len(together))
 
